@@ -1,0 +1,5 @@
+"""`python -m crib` is the `crib` command."""
+
+from crib.cli.main import main
+
+main()

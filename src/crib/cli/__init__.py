@@ -1,0 +1,1 @@
+"""The `crib` command line: the daemon's entry point and a crictl-compatible CRI client."""

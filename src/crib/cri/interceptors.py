@@ -1,0 +1,165 @@
+"""Server interceptor: one structured log line per RPC, and errors turned into statuses.
+
+Every RPC passes through here, so this is where a domain error becomes its gRPC status (via
+cri/status.py) and where an unexpected exception is logged with its traceback and answered with
+INTERNAL instead of taking the daemon down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from crib import errors, log
+from crib.cri.status import code_for
+
+_log = log.get(__name__)
+
+# Request fields worth a place in the log line, as dotted paths into the request message.
+_KEY_FIELDS = (
+    ("pod", "pod_sandbox_id"),
+    ("container", "container_id"),
+    ("image", "image.image"),
+    ("name", "config.metadata.name"),
+    ("cmd", "cmd"),
+)
+
+
+def _lookup(msg: Message, path: str) -> Any:
+    value: Any = msg
+    for part in path.split("."):
+        if not isinstance(value, Message) or part not in value.DESCRIPTOR.fields_by_name:
+            return None
+        value = getattr(value, part)
+    if isinstance(value, Message):
+        return None
+    return value or None
+
+
+def request_fields(request: Any) -> dict[str, Any]:
+    """The identifying fields of a request for the log line; never credentials."""
+    if not isinstance(request, Message):
+        return {}
+    out: dict[str, Any] = {}
+    for key, path in _KEY_FIELDS:
+        value = _lookup(request, path)
+        if value is not None:
+            out[key] = list(value) if not isinstance(value, str | int | bool) else value
+    return out
+
+
+class _Call:
+    """Bookkeeping for one RPC: its start, its outcome, and the final log line."""
+
+    def __init__(self, method: str, request: Any) -> None:
+        self.method = method
+        self.fields = request_fields(request)
+        self.start = time.monotonic()
+        self.code = grpc.StatusCode.OK
+        self.message = ""
+
+    async def fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        """Abort the RPC with the status that exc maps to; always raises."""
+        if isinstance(exc, errors.CribError):
+            self.code, self.message = code_for(exc), str(exc)
+        else:
+            self.code = grpc.StatusCode.INTERNAL
+            self.message = f"internal error in {self.method}: {type(exc).__name__}: {exc}"
+            _log.error("unexpected error in %s", self.method, exc_info=exc, extra={"fields": self.fields})
+        await context.abort(self.code, self.message)
+
+    def done(self) -> None:
+        level = logging.INFO if self.code == grpc.StatusCode.OK else logging.WARNING
+        if self.code in (grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND) and self.method in _QUIET:
+            level = logging.DEBUG
+        log.event(_log, level, "rpc", method=self.method, **self.fields,
+                  code=self.code.name, duration_ms=round((time.monotonic() - self.start) * 1000, 3),
+                  error=self.message or None)
+
+
+# Polled constantly by kubelet and crictl; logged at debug so that real work stays visible at info.
+_QUIET = frozenset({
+    "Version", "Status", "ListPodSandbox", "ListContainers", "ListImages", "ImageStatus", "ContainerStatus",
+    "PodSandboxStatus", "ListContainerStats", "ListPodSandboxStats", "ImageFsInfo", "ContainerStats",
+    "PodSandboxStats", "ListPodSandboxMetrics", "ListMetricDescriptors",
+})
+
+
+def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        call = _Call(method, request)
+        try:
+            return await inner(request, context)
+        except grpc.aio.AbortError:
+            call.code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            await call.fail(context, exc)
+        finally:
+            call.done()
+
+    return behavior
+
+
+def _wrap_stream(method: str, inner: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = _Call(method, request)
+        try:
+            result = inner(request, context)
+            if inspect.isasyncgen(result):
+                async for item in result:
+                    yield item
+            else:
+                await result
+        except grpc.aio.AbortError:
+            call.code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            await call.fail(context, exc)
+        finally:
+            call.done()
+
+    return behavior
+
+
+class RequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Logs every RPC once and maps errors to statuses (see the module note)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # CRI has no client-streaming RPCs
+
+
+__all__ = ["RequestInterceptor", "request_fields"]

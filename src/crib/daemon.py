@@ -1,0 +1,147 @@
+"""The composition root: config -> components -> restore state -> serve -> shut down.
+
+Start-up guarantees, in order: one daemon per root (a lock file held for the daemon's life), a socket that
+is never reachable with looser permissions than 0660 (umask held while grpc binds it), a stale socket of a
+dead daemon replaced, a live one never stolen. Shutdown on SIGTERM/SIGINT stops accepting, lets in-flight
+calls finish within a bound, and touches no container: conmon owns them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import socket
+from pathlib import Path
+
+from crib import __version__, log
+from crib.config import Config
+from crib.cri.image_servicer import ImageServicer
+from crib.cri.runtime_servicer import RuntimeServicer
+from crib.cri.server import build_server
+from crib.errors import CribError
+from crib.runtime import NETWORK_READY, Condition, Health
+
+_log = log.get(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+SOCKET_MODE = 0o660
+
+
+class StartupError(CribError):
+    """The daemon cannot start; the message says what to change."""
+
+
+class _NetworkNotBuilt:
+    """NetworkReady until the CNI manager exists (TODO(#5): replace with network.cni)."""
+
+    def condition(self) -> Condition:
+        return Condition(type=NETWORK_READY, status=False, reason="NetworkPluginNotReady",
+                         message="crib has no CNI network manager yet")
+
+
+def acquire_lock(root: Path) -> int:
+    """Hold <root>/crib.lock for the daemon's life; a second daemon on the same root fails here.
+
+    flock is released by the kernel when the process dies, so a crashed daemon never blocks the next.
+    """
+    path = root / "crib.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            raise StartupError(
+                f"another crib daemon (pid {holder}) is already using root {root}; stop it first, "
+                f"or give this one its own --root and --runroot"
+            ) from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _socket_is_live(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return False
+        return True
+
+
+def prepare_socket(path: str) -> None:
+    """Make room for the listening socket: replace a stale one, refuse to steal a live one."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if not os.path.lexists(path):
+        return
+    if _socket_is_live(path):
+        raise StartupError(f"{path} is in use by another process; stop it or choose another --listen")
+    if not Path(path).is_socket():
+        raise StartupError(f"{path} exists and is not a socket; remove it or choose another --listen")
+    os.unlink(path)
+    _log.info("replaced stale socket %s", path)
+
+
+async def serve(cfg: Config) -> None:
+    """Run the daemon until SIGTERM or SIGINT."""
+    root, runroot = Path(cfg.root), Path(cfg.runroot)
+    for d in (root, runroot):
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock_fd = acquire_lock(root)
+    try:
+        await _serve_locked(cfg)
+    finally:
+        os.close(lock_fd)
+
+
+async def _serve_locked(cfg: Config) -> None:
+    sock = cfg.socket_path
+    prepare_socket(sock)
+    health = Health(cfg, _NetworkNotBuilt())
+    server = build_server(RuntimeServicer(cfg=cfg, health=health), ImageServicer())
+    old_umask = os.umask(0o117)  # the socket is born 0660: no window where others could connect
+    try:
+        if server.add_insecure_port(cfg.listen) == 0:
+            raise StartupError(f"cannot listen on {cfg.listen}")
+        await server.start()
+    finally:
+        os.umask(old_umask)
+    os.chmod(sock, SOCKET_MODE)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.event(_log, 20, "crib daemon serving", version=__version__, listen=cfg.listen, root=cfg.root,
+              runroot=cfg.runroot, pid=os.getpid())
+    try:
+        await stop.wait()
+        log.event(_log, 20, "shutting down", grace_s=SHUTDOWN_GRACE_SECONDS)
+        await server.stop(grace=SHUTDOWN_GRACE_SECONDS)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock)
+    _log.info("crib daemon stopped")
+
+
+def run(cfg: Config) -> int:
+    """Entry point of `crib daemon`: returns the process exit code."""
+    try:
+        asyncio.run(serve(cfg))
+    except StartupError as exc:
+        _log.error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+__all__ = ["StartupError", "acquire_lock", "prepare_socket", "run", "serve"]
