@@ -1,0 +1,1 @@
+"""crib's tests: unit (pure logic) and integration (root, real components)."""
