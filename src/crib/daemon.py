@@ -23,7 +23,8 @@ from crib.cri.image_servicer import ImageServicer
 from crib.cri.runtime_servicer import RuntimeServicer
 from crib.cri.server import build_server
 from crib.errors import CribError
-from crib.runtime import NETWORK_READY, Condition, Health
+from crib.network import NoNetwork
+from crib.runtime import Health
 
 _log = log.get(__name__)
 
@@ -33,14 +34,6 @@ SOCKET_MODE = 0o660
 
 class StartupError(CribError):
     """The daemon cannot start; the message says what to change."""
-
-
-class _NetworkNotBuilt:
-    """NetworkReady until the CNI manager exists (TODO(#5): replace with network.cni)."""
-
-    def condition(self) -> Condition:
-        return Condition(type=NETWORK_READY, status=False, reason="NetworkPluginNotReady",
-                         message="crib has no CNI network manager yet")
 
 
 def acquire_lock(root: Path) -> int:
@@ -106,7 +99,7 @@ async def serve(cfg: Config) -> None:
 async def _serve_locked(cfg: Config) -> None:
     sock = cfg.socket_path
     prepare_socket(sock)
-    health = Health(cfg, _NetworkNotBuilt())
+    health = Health(cfg, NoNetwork())  # TODO(#5): the CNI manager
     server = build_server(RuntimeServicer(cfg=cfg, health=health), ImageServicer())
     old_umask = os.umask(0o117)  # the socket is born 0660: no window where others could connect
     try:

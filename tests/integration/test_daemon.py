@@ -148,9 +148,9 @@ def test_every_rpc_is_logged_with_method_code_and_duration(crib: CribDaemon) -> 
     crib.runtime.RuntimeConfig(api.RuntimeConfigRequest(), timeout=5)
     with pytest.raises(grpc.RpcError):
         crib.runtime.StopContainer(api.StopContainerRequest(container_id="abc"), timeout=5)
-    log = crib.log_tail()
-    assert any("method=RuntimeConfig" in line and "code=OK" in line and "duration_ms=" in line
-               for line in log.splitlines())
-    stop_line = next(line for line in log.splitlines() if "method=StopContainer" in line)
+    config_line = crib.wait_for_log("method=RuntimeConfig")
+    assert "code=OK" in config_line
+    assert "duration_ms=" in config_line
+    stop_line = crib.wait_for_log("method=StopContainer")
     assert "container=abc" in stop_line
     assert "code=" in stop_line

@@ -31,4 +31,35 @@ class ImageConfig:
     variant: str = ""
 
 
-__all__ = ["ImageConfig"]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerRef:
+    """One layer of an image, as the image service unpacked it.
+
+    chain_id names the unpacked directory (shared by every image with the same layer stack below it);
+    digest names the blob it came from.
+    """
+
+    digest: str
+    diff_id: str
+    chain_id: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageRecord:
+    """A pulled or imported image. id is the config digest ("sha256:<hex>"), as containerd reports it."""
+
+    id: str
+    repo_tags: tuple[str, ...] = ()
+    repo_digests: tuple[str, ...] = ()
+    size: int = 0
+    config: ImageConfig = field(default_factory=ImageConfig)
+    layers: tuple[LayerRef, ...] = ()
+    manifest_digest: str = ""
+    manifest_media_type: str = ""
+    created: str = ""
+    pulled_at: float = 0.0
+
+
+__all__ = ["ImageConfig", "ImageRecord", "LayerRef"]
