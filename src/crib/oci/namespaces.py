@@ -1,0 +1,140 @@
+"""Which namespaces a container creates and which of the pod's it joins (by path).
+
+Network, IPC and UTS always come from the pod, following the pod's modes (kubelet sends a container the same
+network and IPC modes as its pod; a host-network pod also keeps the host's UTS namespace). The container's
+own NamespaceOption decides only the PID namespace:
+
+    pid mode   | container joins
+    -----------+---------------------------------------------------------------------------
+    POD        | the pod's: the infra's PID namespace (or the host's for a host-PID pod)
+    CONTAINER  | a new PID namespace of its own
+    NODE       | the host's, only in a host-PID pod (a container cannot escalate alone)
+    TARGET     | the target container's (ContainerInputs.target_pid_ns, found by the caller)
+
+Every container gets its own mount namespace, and on cgroup v2 its own cgroup namespace unless privileged
+(containerd's rule; v1 containers see their cgroups through runc's bind mounts instead).
+
+User namespaces are not implemented: NODE (or unset) is the host's, POD is refused as Unimplemented, and
+CONTAINER/TARGET are invalid for user namespaces, as the CRI says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crib._proto.runtime.v1 import api_pb2 as api
+from crib.errors import InvalidArgument, Unimplemented
+from crib.oci.inputs import SandboxInfo
+
+POD = api.NamespaceMode.POD
+CONTAINER = api.NamespaceMode.CONTAINER
+NODE = api.NamespaceMode.NODE
+TARGET = api.NamespaceMode.TARGET
+
+
+def check_user_namespace(options: api.NamespaceOption, *, what: str) -> None:
+    """Refuse a user namespace request crib cannot honour.
+
+    Args:
+        options: the pod's or container's NamespaceOption.
+        what: names the object in the message, e.g. "pod 'web'" or "container 'app'".
+
+    Raises:
+        Unimplemented: mode POD (a user namespace with ID mappings).
+        InvalidArgument: mode CONTAINER or TARGET, which the CRI does not allow for user namespaces.
+    """
+    if not options.HasField("userns_options"):
+        return
+    mode = options.userns_options.mode
+    if mode == NODE:
+        return
+    if mode == POD:
+        raise Unimplemented(f"{what}: user namespaces (userns_options mode POD) are not supported by crib; "
+                            "use hostUsers: true (mode NODE)")
+    raise InvalidArgument(f"{what}: userns_options mode {api.NamespaceMode.Name(mode)} is invalid; user "
+                          "namespaces are POD or NODE")
+
+
+def _joined(kind: str, path: str, what: str) -> dict[str, Any]:
+    if not path:
+        raise ValueError(f"{what}: the pod's {kind} namespace path is missing from SandboxInfo")
+    return {"type": kind, "path": path}
+
+
+def _pid(pod: api.NamespaceOption, own: api.NamespaceOption, sandbox: SandboxInfo, target_pid_ns: str,
+         container: str) -> dict[str, Any] | None:
+    mode = own.pid
+    if mode == CONTAINER:
+        return {"type": "pid"}
+    if mode == TARGET:
+        if not target_pid_ns:
+            raise InvalidArgument(f"container {container!r}: pid mode TARGET needs a running target "
+                                  f"container (target_id {own.target_id!r})")
+        return {"type": "pid", "path": target_pid_ns}
+    if mode == NODE:
+        if pod.pid != NODE:
+            raise InvalidArgument(f"container {container!r}: pid mode NODE needs a pod created with the host "
+                                  "PID namespace (pod pid mode NODE)")
+        return None
+    if mode != POD:
+        raise InvalidArgument(f"container {container!r}: pid mode {mode} is not a known NamespaceMode")
+    if pod.pid == NODE:
+        return None
+    if pod.pid != POD:
+        raise InvalidArgument(f"container {container!r}: pid mode POD needs a pod that shares its PID "
+                              "namespace (pod pid mode POD); use pid mode CONTAINER")
+    return _joined("pid", sandbox.pidns_path, f"container {container!r}")
+
+
+def _pod_shared(pod: api.NamespaceOption, sandbox: SandboxInfo, what: str) -> list[dict[str, Any]]:
+    out = []
+    if pod.ipc != NODE:
+        out.append(_joined("ipc", sandbox.ipcns_path, what))
+    if pod.network != NODE:
+        out.append(_joined("uts", sandbox.utsns_path, what))
+    out.append({"type": "mount"})
+    if pod.network != NODE:
+        out.append(_joined("network", sandbox.netns_path, what))
+    return out
+
+
+def container_namespaces(
+    *,
+    pod: api.NamespaceOption,
+    own: api.NamespaceOption,
+    sandbox: SandboxInfo,
+    target_pid_ns: str,
+    container: str,
+    cgroup_v2: bool,
+    privileged: bool,
+) -> list[dict[str, Any]]:
+    """linux.namespaces of a container (see the module note).
+
+    Raises:
+        InvalidArgument: a pid mode the pod cannot give (POD without a shared PID namespace, NODE in a
+            non-host-PID pod, TARGET without a target).
+        ValueError: SandboxInfo lacks a path the pod's modes require (a caller bug).
+    """
+    out = []
+    pid = _pid(pod, own, sandbox, target_pid_ns, container)
+    if pid is not None:
+        out.append(pid)
+    out.extend(_pod_shared(pod, sandbox, f"container {container!r}"))
+    if cgroup_v2 and not privileged:
+        out.append({"type": "cgroup"})
+    return out
+
+
+def infra_namespaces(*, pod: api.NamespaceOption, sandbox: SandboxInfo) -> list[dict[str, Any]]:
+    """linux.namespaces of a pod's infra process: a new PID namespace, the pod's net/IPC/UTS by path.
+
+    Raises:
+        ValueError: the pod does not share a PID namespace, or a namespace path is missing.
+    """
+    what = f"pod sandbox {sandbox.sandbox_id}"
+    if pod.pid != POD:
+        raise ValueError(f"{what}: an infra process only exists for pods whose pid mode is POD")
+    return [{"type": "pid"}, *_pod_shared(pod, sandbox, what)]
+
+
+__all__ = ["check_user_namespace", "container_namespaces", "infra_namespaces"]
