@@ -47,8 +47,8 @@ _ARCHES: dict[str, tuple[str, str]] = {
     "aarch64": ("arm64", "SCMP_ARCH_AARCH64"),
 }
 
-# Keys of a template's syscall entry that are not part of the OCI form.
-_TEMPLATE_ONLY = ("comment", "includes", "excludes")
+# Keys of a template's syscall entry that are not part of the OCI form, and the names (copied apart).
+_NOT_COPIED = frozenset({"comment", "includes", "excludes", "name", "names"})
 
 
 def parse_profile_path(value: str, *, field: str, container: str) -> tuple[int, str] | None:
@@ -81,6 +81,16 @@ def _default_template() -> dict[str, Any]:
 def default_template() -> dict[str, Any]:
     """crib's RuntimeDefault template (a fresh copy)."""
     return copy.deepcopy(_default_template())
+
+
+def _copy_json(value: Any) -> Any:
+    # Profiles are shallow (lists of names, lists of flat arg objects); a full deepcopy costs more than the
+    # rest of the spec together.
+    if type(value) is list:
+        if all(type(item) is str for item in value):
+            return list(value)
+        return [dict(item) if type(item) is dict else copy.deepcopy(item) for item in value]
+    return value if type(value) in (str, int, float, bool) else copy.deepcopy(value)
 
 
 def _applies(entry: Mapping[str, Any], caps: Collection[str], arch: str) -> bool:
@@ -131,7 +141,7 @@ def render_profile(
         names = list(entry.get("names") or ([entry["name"]] if entry.get("name") else []))
         if not names:
             continue
-        rendered = {k: copy.deepcopy(v) for k, v in entry.items() if k not in (*_TEMPLATE_ONLY, "name")}
+        rendered = {k: _copy_json(v) for k, v in entry.items() if k not in _NOT_COPIED}
         rendered["names"] = names
         if not rendered.get("args"):
             rendered.pop("args", None)
