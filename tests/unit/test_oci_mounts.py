@@ -177,7 +177,9 @@ def test_paths_are_normalized() -> None:
     (api.Mount(container_path="/data", host_path="/srv",
                uidMappings=[api.IDMapping(host_id=1000, container_id=0, length=1)]), Unimplemented,
      "ID-mapped mounts"),
-], ids=["relative-container-path", "relative-host-path", "unknown-propagation", "image-mount", "idmapped"])
+    (api.Mount(container_path="/./", host_path="/srv"), InvalidArgument, "over the root filesystem"),
+], ids=["relative-container-path", "relative-host-path", "unknown-propagation", "image-mount", "idmapped",
+        "over-root"])
 def test_invalid_cri_mounts(mount: api.Mount, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         build_container_spec(container_inputs(container_config(mounts=[mount])))
@@ -259,6 +261,13 @@ def test_privileged_gets_host_devices_and_cri_devices() -> None:
     assert spec["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
 
 
+def test_device_node_outside_the_given_directory_is_a_caller_bug() -> None:
+    inputs = container_inputs(container_config(devices=[_device("/dev/snd", "/dev/snd")]),
+                              device_nodes={"/dev/snd": (char_device("/dev/fuse", 10, 229),)})
+    with pytest.raises(ValueError, match="is not under it"):
+        build_container_spec(inputs)
+
+
 @pytest.mark.parametrize(("device", "message"), [
     (_device("/dev/missing", "/dev/missing"), r"devices\[0\].host_path /dev/missing is not a device node"),
     (_device("/dev/fuse", "dev/fuse"), r"devices\[0\].container_path 'dev/fuse' must be an absolute path"),
@@ -270,4 +279,12 @@ def test_invalid_devices(device: api.Device, message: str) -> None:
     inputs = container_inputs(container_config(devices=[device]),
                               device_nodes={"/dev/fuse": (char_device("/dev/fuse", 10, 229),)})
     with pytest.raises(InvalidArgument, match=message):
+        build_container_spec(inputs)
+
+
+def test_host_device_of_unknown_type_is_a_caller_bug() -> None:
+    node = HostDevice(path="/dev/fuse", type="p", major=0, minor=0)
+    inputs = container_inputs(container_config(devices=[_device("/dev/fuse", "/dev/fuse")]),
+                              device_nodes={"/dev/fuse": (node,)})
+    with pytest.raises(ValueError, match="is not \"c\" or \"b\""):
         build_container_spec(inputs)

@@ -71,6 +71,8 @@ def container_devices(
                                   "of them) on this host; fix the path")
         for device in found:
             relative = posixpath.relpath(clean_path(device.path), host_path)
+            if relative.startswith(".."):
+                raise ValueError(f"device node {device.path} given for {host_path} is not under it")
             path = target if relative == "." else clean_path(posixpath.join(target, relative))
             nodes[path] = _node(device, path)
             if not privileged:

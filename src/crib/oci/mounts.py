@@ -70,6 +70,9 @@ def _cri_mount(mount: api.Mount, index: int, *, container: str, rro_supported: b
                             "support them")
     if not mount.container_path.startswith("/"):
         raise InvalidArgument(f"{where}.container_path {mount.container_path!r} must be an absolute path")
+    if clean_path(mount.container_path) == "/":
+        raise InvalidArgument(f"{where}.container_path is \"/\": nothing can be mounted over the root "
+                              "filesystem; mount a directory below it")
     if not mount.host_path.startswith("/"):
         raise InvalidArgument(f"{where}.host_path {mount.host_path!r} must be an absolute path")
     propagation = _PROPAGATION.get(mount.propagation)
