@@ -104,7 +104,16 @@ class NetworkConfig:
     default_network: str = _doc("Name of the network pods join; empty = the first valid config.", default="")
     write_default_conflist: bool = _doc("Write crib's own bridge conflist when no config exists.",
                                         default=True)
-    default_subnet: str = _doc("Subnet of the conflist crib writes.", default="10.88.0.0/16")
+    default_subnet: str = _doc(
+        "Subnet(s) of the conflist crib writes, comma-separated for dual stack (\"10.88.0.0/16,fd88::/64\"); "
+        "a pod CIDR from UpdateRuntimeConfig replaces it.", default="10.88.0.0/16")
+    default_bridge: str = _doc("Linux bridge of the conflist crib writes (at most 15 characters).",
+                               default="crib0")
+    default_extra_plugins: list[str] = _doc(
+        "Optional plugins chained into the conflist crib writes: \"firewall\", \"tuning\", \"bandwidth\".",
+        default_factory=list)
+    plugin_timeout: Duration = _doc("Bound on one CNI plugin call (ADD, DEL, CHECK, VERSION, ...).",
+                                    default=Duration(60.0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -271,10 +280,20 @@ def _validate(cfg: Config, sources: str) -> None:
         known = ", ".join(sorted(cfg.runtime.handlers))
         fail(f"runtime.default_handler {cfg.runtime.default_handler!r} has no [runtime.handlers."
              f"{cfg.runtime.default_handler}] table; known handlers: {known}")
-    try:
-        ipaddress.ip_network(cfg.network.default_subnet)
-    except ValueError as exc:
-        fail(f"network.default_subnet: {exc}")
+    for subnet in cfg.network.default_subnet.split(","):
+        try:
+            ipaddress.ip_network(subnet.strip())
+        except ValueError as exc:
+            fail(f"network.default_subnet: {exc}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", cfg.network.default_bridge):
+        fail(f"network.default_bridge {cfg.network.default_bridge!r} must be a Linux interface name: 1 to 15 "
+             "letters, digits, '_', '.' or '-'")
+    for extra in cfg.network.default_extra_plugins:
+        if extra not in ("firewall", "tuning", "bandwidth"):
+            fail(f"network.default_extra_plugins: {extra!r} is not one of \"firewall\", \"tuning\", "
+                 "\"bandwidth\"")
+    if cfg.network.plugin_timeout <= 0:
+        fail("network.plugin_timeout must be more than 0")
     if not 0 <= cfg.stream.port <= 65535:
         fail(f"stream.port {cfg.stream.port} must be between 0 and 65535")
 

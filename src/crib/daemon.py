@@ -23,7 +23,7 @@ from crib.cri.image_servicer import ImageServicer
 from crib.cri.runtime_servicer import RuntimeServicer
 from crib.cri.server import build_server
 from crib.errors import CribError
-from crib.network import NoNetwork
+from crib.network import CNIManager
 from crib.runtime import Health
 
 _log = log.get(__name__)
@@ -99,8 +99,10 @@ async def serve(cfg: Config) -> None:
 async def _serve_locked(cfg: Config) -> None:
     sock = cfg.socket_path
     prepare_socket(sock)
-    health = Health(cfg, NoNetwork())  # TODO(#5): the CNI manager
-    server = build_server(RuntimeServicer(cfg=cfg, health=health), ImageServicer())
+    network = CNIManager(cfg.network, root=cfg.root)
+    health = Health(cfg, network)
+    server = build_server(RuntimeServicer(cfg=cfg, health=health, network=network), ImageServicer())
+    await network.start()  # loads (or writes) the CNI config; not-ready is a state, never a start failure
     old_umask = os.umask(0o117)  # the socket is born 0660: no window where others could connect
     try:
         if server.add_insecure_port(cfg.listen) == 0:
@@ -120,6 +122,7 @@ async def _serve_locked(cfg: Config) -> None:
         log.event(_log, 20, "shutting down", grace_s=SHUTDOWN_GRACE_SECONDS)
         await server.stop(grace=SHUTDOWN_GRACE_SECONDS)
     finally:
+        await network.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         with contextlib.suppress(FileNotFoundError):

@@ -13,6 +13,7 @@ from crib._proto.runtime.v1 import api_pb2 as api
 from crib._proto.runtime.v1 import api_pb2_grpc
 from crib.config import Config
 from crib.cri.server import fill_unimplemented
+from crib.network import NetworkAdmin, NoNetwork
 from crib.runtime import Health
 
 # kubelet refuses any other value (kuberuntime_manager: typedVersion.Version != kubeRuntimeAPIVersion).
@@ -23,9 +24,10 @@ RUNTIME_API_VERSION = "v1"
 
 @fill_unimplemented("RuntimeService")
 class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc]
-    def __init__(self, *, cfg: Config, health: Health) -> None:
+    def __init__(self, *, cfg: Config, health: Health, network: NetworkAdmin | None = None) -> None:
         self._cfg = cfg
         self._health = health
+        self._network: NetworkAdmin = network or NoNetwork()
 
     async def Version(self, request: api.VersionRequest, context: grpc.aio.ServicerContext) -> Any:
         return api.VersionResponse(
@@ -48,12 +50,18 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
         if request.verbose:
             # crictl parses every value as JSON.
             info["config"] = json.dumps(config_mod.to_dict(self._cfg))
+            info.update(self._network.status_info())
         return api.StatusResponse(
             status=api.RuntimeStatus(conditions=conditions),
             info=info,
             runtime_handlers=handlers,
             features=api.RuntimeFeatures(),
         )
+
+    async def UpdateRuntimeConfig(self, request: api.UpdateRuntimeConfigRequest,
+                                  context: grpc.aio.ServicerContext) -> Any:
+        await self._network.update_pod_cidr(request.runtime_config.network_config.pod_cidr)
+        return api.UpdateRuntimeConfigResponse()
 
     async def RuntimeConfig(self, request: api.RuntimeConfigRequest,
                             context: grpc.aio.ServicerContext) -> Any:

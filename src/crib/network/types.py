@@ -57,6 +57,16 @@ class PodNetwork(typing.Protocol):
         """The NetworkReady condition."""
 
 
+class NetworkAdmin(typing.Protocol):
+    """What the RuntimeService needs of pod networking besides readiness: Status info and the pod CIDR."""
+
+    def status_info(self) -> dict[str, str]:
+        """Verbose Status info entries (each value JSON)."""
+
+    async def update_pod_cidr(self, pod_cidr: str) -> None:
+        """kubelet's pod CIDR from UpdateRuntimeConfig."""
+
+
 class NoNetwork:
     """Loopback only (the sandbox brings lo up when it pins the netns); NetworkReady stays false."""
 
@@ -70,5 +80,11 @@ class NoNetwork:
         return Condition(type=NETWORK_READY, status=False, reason="NetworkPluginNotReady",
                          message="crib has no CNI network manager yet")
 
+    def status_info(self) -> dict[str, str]:
+        return {}
 
-__all__ = ["NoNetwork", "PodNetwork", "PodNetworkRequest", "PodNetworkStatus", "PortMapping"]
+    async def update_pod_cidr(self, pod_cidr: str) -> None:
+        return None
+
+
+__all__ = ["NetworkAdmin", "NoNetwork", "PodNetwork", "PodNetworkRequest", "PodNetworkStatus", "PortMapping"]
