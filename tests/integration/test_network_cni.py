@@ -78,6 +78,38 @@ def httpd(netns: Path, root: Path, port: int = 80) -> Iterator[None]:
         proc.wait()
 
 
+_UDP_ECHO = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(b"echo:" + data, peer)
+"""
+
+
+@contextlib.contextmanager
+def udp_echo(netns: Path, port: int) -> Iterator[None]:
+    """A UDP echo server inside the namespace (the system python3, killed by PID afterwards)."""
+    proc = subprocess.Popen(["nsenter", f"--net={netns}", "/usr/bin/python3", "-c", _UDP_ECHO, str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n", proc.stderr.read() if proc.stderr else ""
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def udp_roundtrip(port: int, payload: bytes) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.sendto(payload, ("127.0.0.1", port))
+        return s.recv(2048)
+
+
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.read().decode()
@@ -87,12 +119,14 @@ async def test_pods_reach_each_other_and_a_host_port_on_localhost(bed: Testbed) 
     bed.write_conflist()
     m = manager(bed)
     await m.start()
-    host_port, bound_port = free_port(), free_port()
+    host_port, bound_port, udp_port, sctp_port = free_port(), free_port(), free_port(), free_port()
     try:
         with bed.netns("a") as ns_a, bed.netns("b") as ns_b:
             req_a = pod(bed, ns_a, "web", port_mappings=(
                 PortMapping(protocol="tcp", container_port=80, host_port=host_port),
-                PortMapping(protocol="tcp", container_port=80, host_port=bound_port, host_ip="127.0.0.1")))
+                PortMapping(protocol="tcp", container_port=80, host_port=bound_port, host_ip="127.0.0.1"),
+                PortMapping(protocol="udp", container_port=5353, host_port=udp_port),
+                PortMapping(protocol="sctp", container_port=9999, host_port=sctp_port)))
             req_b = pod(bed, ns_b, "client")
             a, b = await m.setup(req_a), await m.setup(req_b)
             for status in (a, b):
@@ -111,6 +145,11 @@ async def test_pods_reach_each_other_and_a_host_port_on_localhost(bed: Testbed) 
                 assert got.stdout == "hello from pod a\n"
                 assert fetch(f"http://127.0.0.1:{host_port}/index.html") == "hello from pod a\n"
                 assert fetch(f"http://127.0.0.1:{bound_port}/index.html") == "hello from pod a\n"
+            with udp_echo(ns_a, 5353):
+                assert udp_roundtrip(udp_port, b"ping") == b"echo:ping"
+            dnat = [r for r in rules_mentioning([f"{a.ips[0]}:"]) if "DNAT" in r]
+            assert any(f"-p sctp -m sctp --dport {sctp_port} -j DNAT --to-destination {a.ips[0]}:9999" in r
+                       for r in dnat), dnat
             await m.teardown(req_a)
             await m.teardown(req_b)
             await m.teardown(req_a)  # a second DEL (RemovePodSandbox after StopPodSandbox) is a no-op

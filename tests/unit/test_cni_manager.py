@@ -345,3 +345,18 @@ async def test_pod_cidr_rewrites_crib_s_own_file_and_survives_a_restart(make: Ca
     assert json.loads(again.status_info()["cniconfig"])["podCIDR"] == "10.244.1.0/24,fd44::/64"
     with pytest.raises(InvalidArgument, match=r"pod_cidr '10\.0\.0\.1/8'"):
         await again.update_pod_cidr("10.0.0.1/8")
+
+
+async def test_an_unreadable_entry_is_reported_not_guessed(make: Callable[..., Any], dirs: dict[str, Path],
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    (dirs["conf"] / "10-a.conflist").write_text(conflist())
+    manager, fake = make()
+    await manager.reload()
+    results_dir = dirs["root"] / "cni" / "results"
+    results_dir.mkdir(parents=True)
+    (results_dir / f"net1-{SID}-eth0").write_text("{torn")
+    with caplog.at_level("ERROR", logger="crib"):
+        await manager.teardown(request())
+    assert fake.commands("DEL") == []
+    assert "unreadable CNI cache entry" in caplog.text
+    assert cached(dirs) == [f"net1-{SID}-eth0"]  # left for a human: never silently deleted

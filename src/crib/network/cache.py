@@ -132,10 +132,11 @@ class ResultCache:
     def all(self) -> list[Attachment]:
         return self._entries(lambda name: True)
 
-    def corrupt(self) -> list[str]:
-        """Paths of entries that cannot be decoded (reported, never silently deleted)."""
+    def corrupt(self, container_id: str = "") -> list[str]:
+        """Paths of entries (of one container, or all) that cannot be decoded; reported, never deleted."""
         bad = []
-        for path in self._files(lambda name: True):
+        needle = f"-{container_id}-" if container_id else ""
+        for path in self._files(lambda name: needle in name):
             try:
                 _decode(path.read_bytes(), str(path))
             except (CacheCorrupt, OSError):

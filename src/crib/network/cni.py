@@ -335,6 +335,12 @@ class CNIManager:
             for att in await asyncio.to_thread(self._cache.for_container, request.sandbox_id):
                 await self._delete(att)
                 log.event(_log, 20, "pod network down", sandbox=request.sandbox_id, network=att.network_name)
+            for path in await asyncio.to_thread(self._cache.corrupt, request.sandbox_id):
+                # Written atomically by crib, so only tampering or a broken disk gets here; without the entry
+                # there is no config to DEL with, so say so loudly rather than guess.
+                log.event(_log, 40, "unreadable CNI cache entry: this pod's network cannot be torn down; "
+                          "inspect the file, then run DEL by hand or remove it", sandbox=request.sandbox_id,
+                          path=path)
 
     async def check(self, request: PodNetworkRequest) -> None:
         """CNI CHECK of the pod's attachments (where the config and its version allow it).
