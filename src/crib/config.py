@@ -93,6 +93,12 @@ class ImageConfig:
         "Cancel a pull that makes no progress for this long; \"0\" = never.", default=Duration(60.0))
     pinned_images: list[str] = _doc("Images never garbage-collected and reported as pinned.",
                                     default_factory=list)
+    certs_dir: str = _doc("Per-registry TLS files: <certs_dir>/<host[:port]>/ca.crt (and client .cert/.key).",
+                          default="/etc/containers/certs.d")
+    max_concurrent_downloads: int = _doc("Layers downloaded and unpacked at the same time, over all pulls.",
+                                         default=4)
+    max_layer_bytes: int = _doc("Refuse a layer whose uncompressed tar is larger (tar bombs); 0 = no limit.",
+                                default=64 * 1024**3)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -294,6 +300,10 @@ def _validate(cfg: Config, sources: str) -> None:
                  "\"bandwidth\"")
     if cfg.network.plugin_timeout <= 0:
         fail("network.plugin_timeout must be more than 0")
+    if cfg.image.max_concurrent_downloads < 1:
+        fail(f"image.max_concurrent_downloads {cfg.image.max_concurrent_downloads} must be at least 1")
+    if cfg.image.max_layer_bytes < 0:
+        fail(f"image.max_layer_bytes {cfg.image.max_layer_bytes} must be 0 (no limit) or positive")
     if not 0 <= cfg.stream.port <= 65535:
         fail(f"stream.port {cfg.stream.port} must be between 0 and 65535")
 

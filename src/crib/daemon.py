@@ -19,12 +19,14 @@ from pathlib import Path
 
 from crib import __version__, log
 from crib.config import Config
-from crib.cri.image_servicer import ImageServicer
+from crib.cri.image_servicer import ImageExtServicer, ImageServicer, ext_handler
 from crib.cri.runtime_servicer import RuntimeServicer
 from crib.cri.server import build_server
-from crib.errors import CribError
+from crib.errors import ConfigError, CribError
+from crib.images import ImageService
 from crib.network import CNIManager
 from crib.runtime import Health
+from crib.state import Database
 
 _log = log.get(__name__)
 
@@ -101,7 +103,24 @@ async def _serve_locked(cfg: Config) -> None:
     prepare_socket(sock)
     network = CNIManager(cfg.network, root=cfg.root)
     health = Health(cfg, network)
-    server = build_server(RuntimeServicer(cfg=cfg, health=health, network=network), ImageServicer())
+    db = Database(Path(cfg.root) / "state.db")
+    try:
+        images = ImageService(cfg, db)
+    except ConfigError as exc:
+        db.close()
+        raise StartupError(str(exc)) from exc
+    try:
+        await images.start()
+        await _serve_with(cfg, health, network, images)
+    finally:
+        await images.close()
+        db.close()
+
+
+async def _serve_with(cfg: Config, health: Health, network: CNIManager, images: ImageService) -> None:
+    sock = cfg.socket_path
+    server = build_server(RuntimeServicer(cfg=cfg, health=health, network=network), ImageServicer(images))
+    server.add_generic_rpc_handlers((ext_handler(ImageExtServicer(images)),))
     await network.start()  # loads (or writes) the CNI config; not-ready is a state, never a start failure
     old_umask = os.umask(0o117)  # the socket is born 0660: no window where others could connect
     try:

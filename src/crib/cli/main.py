@@ -10,6 +10,7 @@ import click
 from crib import __version__
 from crib.cli.client import Client, ClientError, resolve
 from crib.cli.commands import daemon as daemon_cmds
+from crib.cli.commands import image as image_cmds
 from crib.cli.commands import system as system_cmds
 
 
@@ -61,6 +62,7 @@ def cli(ctx: click.Context, runtime_endpoint: str | None, image_endpoint: str | 
 
 daemon_cmds.register(cli)
 system_cmds.register(cli)
+image_cmds.register(cli)
 
 
 def main() -> None:
