@@ -97,8 +97,11 @@ class PullProgress:
         }
 
 
-async def run_with_watchdog(work: Awaitable[T], progress: PullProgress, timeout: float, what: str) -> T:
+async def run_with_watchdog(work: Awaitable[T], progress: PullProgress, timeout: float, what: str, *,
+                            tick: float = 1.0) -> T:
     """Await work; cancel it if progress stalls for timeout seconds (0 = never); log progress meanwhile.
+
+    tick is how often progress is looked at (tests shorten it).
 
     Raises:
         DeadlineExceeded: no progress for timeout seconds.
@@ -108,7 +111,7 @@ async def run_with_watchdog(work: Awaitable[T], progress: PullProgress, timeout:
     stalled_for = 0.0
     try:
         while True:
-            done, _ = await asyncio.wait({task}, timeout=1.0)
+            done, _ = await asyncio.wait({task}, timeout=tick)
             if done:
                 return task.result()
             now = time.monotonic()
@@ -121,7 +124,7 @@ async def run_with_watchdog(work: Awaitable[T], progress: PullProgress, timeout:
                 with contextlib.suppress(BaseException):
                     await task
                 raise DeadlineExceeded(
-                    f"{what}: no progress for {stalled_for:.0f}s (phase: {progress.phase}, "
+                    f"{what}: no progress for {stalled_for:.3g}s (phase: {progress.phase}, "
                     f"{progress.snapshot()['done_bytes']} of {progress.snapshot()['total_bytes']} bytes); "
                     "the pull "
                     "was cancelled. Check that the registry is reachable, or raise "

@@ -17,6 +17,7 @@ certs.d), each a keep-alive pool shared by every pull. httpx's transport is the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import time
@@ -37,6 +38,12 @@ _log = log.get(__name__)
 DOCKER_HUB_API = "registry-1.docker.io"
 MAX_MANIFEST_BYTES = 4 << 20
 USER_AGENT = "crib/0.1 (+cri)"
+
+
+@functools.cache
+def _system_tls() -> ssl.SSLContext:
+    """The system's CA store (loading it costs ~0.1 s, so once per process)."""
+    return ssl.create_default_context()
 
 
 class RegistryError(CribError):
@@ -119,7 +126,7 @@ class RegistryClient:
         loopback = is_loopback(host)
         key_name, verify = ("insecure", False) if insecure or loopback else self._tls(host)
         if verify is True:
-            verify = ssl.create_default_context()
+            verify = _system_tls()
         key = (key_name, loopback)
         client = self._clients.get(key)
         if client is None:
@@ -381,7 +388,7 @@ class RegistrySession:
                         if start != received:
                             raise RegistryError(f"{what}: asked for bytes from {received}, the registry sent "
                                                 f"from {start}")
-                    async for chunk in resp.aiter_raw():
+                    async for chunk in resp.aiter_bytes():
                         if skip:
                             if len(chunk) <= skip:
                                 skip -= len(chunk)
@@ -426,7 +433,7 @@ def _range_start(content_range: str) -> int:
 async def _read_bounded(resp: httpx.Response, limit: int, what: str) -> bytes:
     chunks: list[bytes] = []
     total = 0
-    async for chunk in resp.aiter_raw():
+    async for chunk in resp.aiter_bytes():
         total += len(chunk)
         if total > limit:
             raise RegistryError(f"{what}: the registry's answer is larger than {limit} bytes")
