@@ -20,6 +20,7 @@ from tests.fixtures.daemon import CribDaemon
 # Fixtures of the registry and image builder, shared by every integration test module.
 from tests.fixtures.images import auth_images, images  # noqa: F401
 from tests.fixtures.registry import auth_registry, registry  # noqa: F401
+from tests.fixtures.registry_proxy import registry_proxy  # noqa: F401
 
 if os.geteuid() != 0:  # pragma: no cover - the suite is documented to run as root
     pytest.exit("integration tests must run as root (they mount, create namespaces and cgroups)",

@@ -6,7 +6,8 @@ several pulls (single-flight) counts for each of them. A transfer still waiting 
 is not stalled, it is queued. The watchdog also writes the periodic "pull progress" log line.
 
 SingleFlight runs one task per key however many callers ask; a caller that gives up (its RPC was
-cancelled) leaves the others waiting, and the task is cancelled only when nobody waits any more.
+cancelled) leaves the others waiting, and the task is cancelled only when nobody waits any more (that
+last caller then waits for the task's cleanup before it returns).
 """
 
 from __future__ import annotations
@@ -178,6 +179,10 @@ class SingleFlight(Generic[K, T]):
                 if flight.waiters == 0:
                     flight.abandoned = True
                     flight.task.cancel()
+                    # The last caller waits for the work's own cleanup: a cancelled pull leaves nothing.
+                    while not flight.task.done():
+                        with contextlib.suppress(BaseException):
+                            await asyncio.shield(flight.task)
                 raise
             flight.waiters -= 1
             raise
