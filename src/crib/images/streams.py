@@ -38,7 +38,7 @@ class ReaderGone(Exception):
 class Pipe:
     """Chunks from one asyncio writer to one thread reader, with back-pressure (see the module note)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = 8 << 20) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = 2 << 20) -> None:
         self._loop = loop
         self._limit = limit
         self._cond = threading.Condition()

@@ -1,0 +1,24 @@
+"""`python -m bench NAME [options]`: run one benchmark (see bench/README.md)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "pull": ("bench.pull", "PullImage of a 5-layer ~200 MB image, crib vs containerd"),
+}
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
+        print("usage: python -m bench NAME [options]\n\nbenchmarks:")
+        for name, (_, what) in BENCHMARKS.items():
+            print(f"  {name:<10} {what}")
+        return 2
+    module = importlib.import_module(BENCHMARKS[sys.argv[1]][0])
+    return int(module.main(sys.argv[2:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
