@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,12 +103,17 @@ def test_import_and_prune(crib_factory: Callable[..., CribDaemon], tmp_path: Pat
 
 def test_pull_against_containerd_falls_back_to_plain_cri(tmp_path: Path, registry: LocalRegistry,
                                                          images: Catalogue) -> None:
-    with Containerd(tmp_path / "containerd", cni_conf_dir=str(tmp_path / "no-cni"),
-                    mirrors={registry.host: registry.url}) as ctd:
-        out = crib_cli(ctd.endpoint, "image", "pull", images.reference(img.BUSYBOX))
-        assert out.returncode == 0, out.stderr
-        assert "no progress from this runtime" in out.stderr
-        assert images[img.BUSYBOX].image_id in out.stdout
-        prune = crib_cli(ctd.endpoint, "image", "prune")
-        assert prune.returncode == 1
-        assert "crib extension" in prune.stderr
+    # A short directory: containerd refuses socket paths over 104 bytes, which tmp_path can exceed.
+    short = Path(tempfile.mkdtemp(prefix="ctrd-img-"))
+    try:
+        with Containerd(short, cni_conf_dir=str(tmp_path / "no-cni"),
+                        mirrors={registry.host: registry.url}) as ctd:
+            out = crib_cli(ctd.endpoint, "image", "pull", images.reference(img.BUSYBOX))
+            prune = crib_cli(ctd.endpoint, "image", "prune")
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+    assert out.returncode == 0, out.stderr
+    assert "no progress from this runtime" in out.stderr
+    assert images[img.BUSYBOX].image_id in out.stdout
+    assert prune.returncode == 1
+    assert "crib extension" in prune.stderr
