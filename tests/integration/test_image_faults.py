@@ -74,6 +74,16 @@ async def test_blob_with_the_wrong_content_is_not_stored(tmp_path: Path, images:
     assert stored(tmp_path / "root") == EMPTY
 
 
+async def test_garbage_blob_is_reported_as_a_digest_mismatch(tmp_path: Path, images: Catalogue,
+                                                             registry_proxy: RegistryProxy) -> None:
+    layer = images[img.BUSYBOX].image.layers[0]
+    registry_proxy.corrupt[layer.digest] = layer.data[:1000] + b"\xff" * (layer.size - 1000)
+    async with service(tmp_path) as svc:
+        with pytest.raises(ContentError, match=f"{layer.digest}.*does not match its digest"):
+            await svc.pull(registry_proxy.reference(img.BUSYBOX))
+    assert stored(tmp_path / "root") == EMPTY
+
+
 async def test_wrong_config_blob_is_refused(tmp_path: Path, images: Catalogue,
                                             registry_proxy: RegistryProxy) -> None:
     entry = images[img.CONFIG]

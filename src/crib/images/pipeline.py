@@ -33,7 +33,7 @@ from crib.images.progress import PullProgress, SingleFlight, Transfer
 from crib.images.sources import BlobSource
 from crib.images.store import ImageStore
 from crib.images.streams import HashingReader, Pipe, Reader, ReaderGone, TeeReader, decompressed
-from crib.images.unpack import BrokenLayer, UnpackStats, UnsafeLayer, remove_tree, unpack_tar
+from crib.images.unpack import BrokenLayer, UnpackStats, remove_tree, unpack_tar
 
 _log = log.get(__name__)
 
@@ -233,7 +233,10 @@ class Pipeline:
             tee.drain()
         except (ValueError, zstandard.ZstdError) as exc:  # a broken compression stream
             if writer is not None:
-                self._check_blob(writer)  # a wrong blob explains a broken stream best
+                # A wrong blob explains a broken stream best: read the rest of it, then compare digests.
+                with contextlib.suppress(Exception):
+                    tee.drain()
+                self._check_blob(writer)
             raise BrokenLayer(str(exc)) from exc
         if writer is not None:
             self._check_blob(writer)
@@ -269,4 +272,4 @@ async def _settle(future: asyncio.Future[UnpackStats]) -> None:
     if not future.cancelled():
         future.exception()
 
-__all__ = ["MAX_CONFIG_BYTES", "Pipeline", "UnsafeLayer"]
+__all__ = ["MAX_CONFIG_BYTES", "Pipeline"]

@@ -93,7 +93,7 @@ class Puller:
                 continue
             if failures:
                 log.event(_log, 20, "pulling from a later endpoint", ref=str(ref), endpoint=str(ep))
-            return await self.fetch(ref, RegistrySource(session), resolved, progress, what)
+            return await fetch_image(self.pipeline, ref, RegistrySource(session), resolved, progress, what)
         raise AssertionError("registries.conf gave no endpoint")  # endpoints() always returns one
 
     async def _resolve(self, session: RegistrySession, ep: Endpoint, what: str,
@@ -129,11 +129,6 @@ class Puller:
         manifest = parse_manifest(data, mtype, what)
         return Resolved(top_digest=top_digest, manifest_digest=mdigest, manifest_data=data,
                         manifest_type=mtype, manifest=manifest)
-
-    async def fetch(self, ref: Reference | None, source: BlobSource, resolved: Resolved,
-                    progress: PullProgress, what: str) -> ImageRecord:
-        """Fetch config and layers, store the manifest and write the image record."""
-        return await fetch_image(self.pipeline, ref, source, resolved, progress, what)
 
 
 async def fetch_image(pipeline: Pipeline, ref: Reference | None, source: BlobSource, resolved: Resolved,

@@ -13,7 +13,6 @@ all its names, as containerd does; removing what is already gone succeeds.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import re
@@ -381,9 +380,4 @@ class ImageService:
         return PruneResult(removed_images=tuple(removed), gc=result)
 
 
-def record_summary(rec: ImageRecord) -> dict[str, object]:
-    """The record as plain data (verbose ImageStatus info, the CLI)."""
-    return dataclasses.asdict(rec)
-
-
-__all__ = ["FsInfo", "FsUsage", "ImageService", "ImageUsers", "PruneResult", "record_summary"]
+__all__ = ["FsInfo", "FsUsage", "ImageService", "ImageUsers", "PruneResult"]
