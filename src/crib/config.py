@@ -81,6 +81,28 @@ class RuntimeConfig:
         "How cgroups are managed: \"cgroupfs\" (\"systemd\" needs a running systemd).", default="cgroupfs")
     handlers: dict[str, HandlerConfig] = _doc("One table per RuntimeClass handler.",
                                               default_factory=_default_handlers)
+    default_cgroup_parent: str = _doc(
+        "Cgroup under which a pod that names no cgroup_parent gets its own (<this>/<pod id>).",
+        default="/crib")
+    shm_size: int = _doc("Size in bytes of each pod's /dev/shm (a tmpfs).", default=64 * 1024 * 1024)
+    exec_output_max: int = _doc("ExecSync keeps at most this many bytes of stdout and of stderr.",
+                                default=16 * 1024 * 1024)
+    create_timeout: Duration = _doc("How long conmon may take to report a container created.",
+                                    default=Duration(60.0))
+    stop_timeout: Duration = _doc(
+        "How long to wait for a container to die after SIGKILL before the stop reports an error.",
+        default=Duration(10.0))
+    pod_stop_grace: Duration = _doc(
+        "Grace period StopPodSandbox gives containers still running (stop signal, then SIGKILL); kubelet "
+        "has stopped them with the pod's own grace period before it stops the pod.", default=Duration(0.0))
+    log_size_max: int = _doc("Truncate a container's log file at this size in bytes; -1 = unlimited "
+                             "(kubelet rotates logs itself).", default=-1)
+    infra_binary: str = _doc(
+        "Static binary that holds a pod's shared PID namespace (run as `<binary> -P`).",
+        default="/usr/bin/catatonit")
+    seccomp_profile_root: str = _doc(
+        "Directory that relative Localhost seccomp profile paths are resolved against.",
+        default="/var/lib/kubelet/seccomp")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -282,6 +304,16 @@ def _validate(cfg: Config, sources: str) -> None:
     if cfg.runtime.cgroup_driver not in ("cgroupfs", "systemd"):
         fail(f"runtime.cgroup_driver {cfg.runtime.cgroup_driver!r} must be \"cgroupfs\" or "
              "\"systemd\"")
+    if not cfg.runtime.default_cgroup_parent.startswith("/"):
+        fail(f"runtime.default_cgroup_parent {cfg.runtime.default_cgroup_parent!r} must be an absolute "
+             "cgroup path such as \"/crib\"")
+    if cfg.runtime.shm_size < 4096:
+        fail(f"runtime.shm_size {cfg.runtime.shm_size} must be at least 4096 bytes")
+    if cfg.runtime.exec_output_max < 1:
+        fail("runtime.exec_output_max must be positive")
+    if 0 <= cfg.runtime.log_size_max < 8192:
+        fail(f"runtime.log_size_max {cfg.runtime.log_size_max} must be -1 (unlimited) or at least 8192 "
+             "(conmon's read buffer)")
     if cfg.runtime.default_handler not in cfg.runtime.handlers:
         known = ", ".join(sorted(cfg.runtime.handlers))
         fail(f"runtime.default_handler {cfg.runtime.default_handler!r} has no [runtime.handlers."

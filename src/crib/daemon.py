@@ -25,6 +25,7 @@ from crib.cri.server import build_server
 from crib.errors import ConfigError, CribError
 from crib.images import ImageService
 from crib.network import CNIManager
+from crib.node import Node, build_node
 from crib.runtime import Health
 from crib.state import Database
 
@@ -111,17 +112,29 @@ async def _serve_locked(cfg: Config) -> None:
         raise StartupError(str(exc)) from exc
     try:
         await images.start()
-        await _serve_with(cfg, health, network, images)
+        await network.start()  # loads (or writes) the CNI config; not-ready is a state, never a start failure
+        try:
+            # Pods and containers are restored before serving: creations a crash cut are undone (CNI DEL
+            # included, hence after network.start) and exits that happened while down are recorded.
+            node = await build_node(cfg, db, network, images)
+            images.set_users(node.containers)
+            try:
+                await _serve_with(cfg, health, network, images, node)
+            finally:
+                await node.close()
+        finally:
+            await network.stop()
     finally:
         await images.close()
         db.close()
 
 
-async def _serve_with(cfg: Config, health: Health, network: CNIManager, images: ImageService) -> None:
+async def _serve_with(cfg: Config, health: Health, network: CNIManager, images: ImageService,
+                      node: Node) -> None:
     sock = cfg.socket_path
-    server = build_server(RuntimeServicer(cfg=cfg, health=health, network=network), ImageServicer(images))
+    server = build_server(RuntimeServicer(cfg=cfg, health=health, network=network, sandboxes=node.sandboxes,
+                                          containers=node.containers), ImageServicer(images))
     server.add_generic_rpc_handlers((ext_handler(ImageExtServicer(images)),))
-    await network.start()  # loads (or writes) the CNI config; not-ready is a state, never a start failure
     old_umask = os.umask(0o117)  # the socket is born 0660: no window where others could connect
     try:
         if server.add_insecure_port(cfg.listen) == 0:
@@ -141,7 +154,6 @@ async def _serve_with(cfg: Config, health: Health, network: CNIManager, images: 
         log.event(_log, 20, "shutting down", grace_s=SHUTDOWN_GRACE_SECONDS)
         await server.stop(grace=SHUTDOWN_GRACE_SECONDS)
     finally:
-        await network.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         with contextlib.suppress(FileNotFoundError):

@@ -55,6 +55,8 @@ async def run(
     cwd: str | None = None,
     check: bool = True,
     pass_fds: Sequence[int] = (),
+    output_limit: int | None = None,
+    drain_after_exit: float | None = None,
 ) -> Result:
     """Run argv to completion and return its output.
 
@@ -66,44 +68,163 @@ async def run(
         cwd: working directory.
         check: raise ExternalCommandError on a non-zero exit.
         pass_fds: file descriptors the child inherits.
+        output_limit: keep at most this many bytes of each stream (the rest is read and dropped), so a
+            chatty program cannot exhaust the daemon's memory.
+        drain_after_exit: once the program exited, wait at most this long for its output pipes to close
+            (a background grandchild may hold them open forever); None waits until timeout.
 
     Raises:
         ExternalCommandError: the program could not be started, or exited non-zero with check=True.
         DeadlineExceeded: the program ran past timeout (it has been killed and reaped).
     """
+    child = await start(argv, env=env, cwd=cwd, pass_fds=pass_fds, stdin=input is not None)
+    return await child.finish(timeout=timeout, input=input, check=check, output_limit=output_limit,
+                              drain_after_exit=drain_after_exit)
+
+
+async def start(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    pass_fds: Sequence[int] = (),
+    stdin: bool = False,
+) -> Child:
+    """Start argv and return at once, for callers that must act on the pid before the program finishes.
+
+    conmon is the reason: it blocks on its start pipe until the daemon has moved it into the pod's cgroup,
+    which needs its pid. The caller must end with Child.finish() or Child.kill(), which reap it.
+
+    Raises:
+        ExternalCommandError: the program could not be started.
+    """
     args = tuple(argv)
+    # Our own pipes rather than asyncio's: asyncio's Process.wait() also waits for its pipes to close,
+    # and a background grandchild may hold them open for ever.
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
     try:
-        child = await asyncio.create_subprocess_exec(
+        process = await asyncio.create_subprocess_exec(
             *args,
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
             env=dict(env) if env is not None else None,
             cwd=cwd,
             pass_fds=tuple(pass_fds),
             start_new_session=True,
         )
     except OSError as exc:
+        for fd in (out_r, err_r):
+            os.close(fd)
         raise ExternalCommandError(f"cannot run {args[0]}: {exc.strerror or exc}", argv=list(args)) from exc
-    try:
-        stdout, stderr = await asyncio.wait_for(child.communicate(input), timeout)
-    except TimeoutError:
-        await _kill_and_reap(child)
-        raise DeadlineExceeded(
-            f"{os.path.basename(args[0])} did not finish within {timeout:g}s and was killed "
-            f"(command: {' '.join(args)})"
-        ) from None
-    except BaseException:
-        await _kill_and_reap(child)
-        raise
-    assert child.returncode is not None
-    result = Result(argv=args, returncode=child.returncode, stdout=stdout, stderr=stderr)
-    if check and child.returncode != 0:
-        raise ExternalCommandError(
-            describe_failure(args, child.returncode, stderr, stdout),
-            argv=list(args), returncode=child.returncode, stderr=tail(stderr),
-        )
-    return result
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    return Child(process, args, out_r, err_r)
+
+
+class _Sink:
+    """Reads one output pipe on the event loop, keeping at most `limit` bytes."""
+
+    def __init__(self, fd: int, limit: int | None) -> None:
+        self.fd, self.limit = fd, limit
+        self.data = bytearray()
+        self.eof = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        os.set_blocking(fd, False)
+        self._loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._loop.remove_reader(self.fd)
+            self.eof.set()
+        elif self.limit is None:
+            self.data += chunk
+        elif len(self.data) < self.limit:
+            self.data += chunk[: self.limit - len(self.data)]
+
+    def close(self) -> None:
+        self._loop.remove_reader(self.fd)
+        os.close(self.fd)
+
+
+class Child:
+    """A started program (see start()); finish() or kill() reaps it."""
+
+    def __init__(self, process: asyncio.subprocess.Process, argv: tuple[str, ...], out_fd: int,
+                 err_fd: int) -> None:
+        self._process = process
+        self._fds: tuple[int, int] | None = (out_fd, err_fd)
+        self.argv = argv
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def _close_fds(self) -> None:
+        if self._fds is not None:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = None
+
+    async def kill(self) -> None:
+        """SIGKILL and reap (idempotent)."""
+        self._close_fds()
+        await _kill_and_reap(self._process)
+
+    async def finish(self, *, timeout: float, input: bytes | None = None, check: bool = True,
+                     output_limit: int | None = None, drain_after_exit: float | None = None) -> Result:
+        """Wait for the program to exit and collect its output; see run() for the arguments."""
+        child, args = self._process, self.argv
+        assert self._fds is not None, "finish() called twice"
+        out, err = _Sink(self._fds[0], output_limit), _Sink(self._fds[1], output_limit)
+        self._fds = None
+        try:
+            async with asyncio.timeout(timeout):
+                await _feed(child.stdin, input)
+                await child.wait()
+                eofs = asyncio.gather(out.eof.wait(), err.eof.wait())
+                # On a timeout a grandchild holds the pipes; what was written so far is the output.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(eofs, drain_after_exit)
+        except TimeoutError:
+            await _kill_and_reap(child)
+            raise DeadlineExceeded(
+                f"{os.path.basename(args[0])} did not finish within {timeout:g}s and was killed "
+                f"(command: {' '.join(args)})"
+            ) from None
+        except BaseException:
+            await _kill_and_reap(child)
+            raise
+        finally:
+            out.close()
+            err.close()
+        assert child.returncode is not None
+        stdout, stderr = bytes(out.data), bytes(err.data)
+        result = Result(argv=args, returncode=child.returncode, stdout=stdout, stderr=stderr)
+        if check and child.returncode != 0:
+            raise ExternalCommandError(
+                describe_failure(args, child.returncode, stderr, stdout),
+                argv=list(args), returncode=child.returncode, stderr=tail(stderr),
+            )
+        return result
+
+
+async def _feed(stdin: asyncio.StreamWriter | None, data: bytes | None) -> None:
+    if stdin is None:
+        return
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        if data:
+            stdin.write(data)
+            await stdin.drain()
+        stdin.close()
 
 
 async def _kill_and_reap(child: asyncio.subprocess.Process) -> None:
@@ -134,4 +255,4 @@ def run_sync(argv: Sequence[str], *, timeout: float, input: bytes | None = None,
     return result
 
 
-__all__ = ["Result", "describe_failure", "run", "run_sync", "tail"]
+__all__ = ["Child", "Result", "describe_failure", "run", "run_sync", "start", "tail"]

@@ -147,10 +147,10 @@ def test_bad_config_stops_the_start_with_file_and_key(crib_factory) -> None:
 def test_every_rpc_is_logged_with_method_code_and_duration(crib: CribDaemon) -> None:
     crib.runtime.RuntimeConfig(api.RuntimeConfigRequest(), timeout=5)
     with pytest.raises(grpc.RpcError):
-        crib.runtime.StopContainer(api.StopContainerRequest(container_id="abc"), timeout=5)
+        crib.runtime.StartContainer(api.StartContainerRequest(container_id="abc"), timeout=5)
     config_line = crib.wait_for_log("method=RuntimeConfig")
     assert "code=OK" in config_line
     assert "duration_ms=" in config_line
-    stop_line = crib.wait_for_log("method=StopContainer")
-    assert "container=abc" in stop_line
-    assert "code=" in stop_line
+    start_line = crib.wait_for_log("method=StartContainer")
+    assert "container=abc" in start_line
+    assert "code=NOT_FOUND" in start_line

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -12,9 +14,12 @@ from crib import config as config_mod
 from crib._proto.runtime.v1 import api_pb2 as api
 from crib._proto.runtime.v1 import api_pb2_grpc
 from crib.config import Config
+from crib.containers import ContainerService
+from crib.cri import container_convert, sandbox_convert, validate
 from crib.cri.server import fill_unimplemented
 from crib.network import NetworkAdmin, NoNetwork
 from crib.runtime import Health
+from crib.sandbox import SandboxService
 
 # kubelet refuses any other value (kuberuntime_manager: typedVersion.Version != kubeRuntimeAPIVersion).
 KUBELET_API_VERSION = "0.1.0"
@@ -24,9 +29,12 @@ RUNTIME_API_VERSION = "v1"
 
 @fill_unimplemented("RuntimeService")
 class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc]
-    def __init__(self, *, cfg: Config, health: Health, network: NetworkAdmin | None = None) -> None:
+    def __init__(self, *, cfg: Config, health: Health, sandboxes: SandboxService,
+                 containers: ContainerService, network: NetworkAdmin | None = None) -> None:
         self._cfg = cfg
         self._health = health
+        self._pods = sandboxes
+        self._containers = containers
         self._network: NetworkAdmin = network or NoNetwork()
 
     async def Version(self, request: api.VersionRequest, context: grpc.aio.ServicerContext) -> Any:
@@ -42,9 +50,10 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
             api.RuntimeCondition(type=c.type, status=c.status, reason=c.reason, message=c.message)
             for c in self._health.conditions()
         ]
-        handlers = [api.RuntimeHandler(name="", features=api.RuntimeHandlerFeatures())] + [
-            api.RuntimeHandler(name=name, features=api.RuntimeHandlerFeatures())
-            for name in sorted(self._cfg.runtime.handlers)
+        # Recursive read-only mounts: runc lists "rro" and the kernel has mount_setattr (host facts).
+        features = api.RuntimeHandlerFeatures(recursive_read_only=self._containers.deps.host.rro_supported)
+        handlers = [api.RuntimeHandler(name="", features=features)] + [
+            api.RuntimeHandler(name=name, features=features) for name in sorted(self._cfg.runtime.handlers)
         ]
         info: dict[str, str] = {}
         if request.verbose:
@@ -67,6 +76,137 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
                             context: grpc.aio.ServicerContext) -> Any:
         driver = api.SYSTEMD if self._cfg.runtime.cgroup_driver == "systemd" else api.CGROUPFS
         return api.RuntimeConfigResponse(linux=api.LinuxRuntimeConfiguration(cgroup_driver=driver))
+
+    # ------------------------------------------------------------------------------------------- pods
+
+    async def RunPodSandbox(self, request: api.RunPodSandboxRequest,
+                            context: grpc.aio.ServicerContext) -> Any:
+        validate.run_pod_sandbox(request)
+        sid = await self._pods.run(request.config, request.runtime_handler)
+        return api.RunPodSandboxResponse(pod_sandbox_id=sid)
+
+    async def StopPodSandbox(self, request: api.StopPodSandboxRequest,
+                             context: grpc.aio.ServicerContext) -> Any:
+        validate.sandbox_id(request.pod_sandbox_id)
+        await self._pods.stop(request.pod_sandbox_id)
+        return api.StopPodSandboxResponse()
+
+    async def RemovePodSandbox(self, request: api.RemovePodSandboxRequest,
+                               context: grpc.aio.ServicerContext) -> Any:
+        validate.sandbox_id(request.pod_sandbox_id)
+        await self._pods.remove(request.pod_sandbox_id)
+        return api.RemovePodSandboxResponse()
+
+    async def PodSandboxStatus(self, request: api.PodSandboxStatusRequest,
+                               context: grpc.aio.ServicerContext) -> Any:
+        validate.sandbox_id(request.pod_sandbox_id)
+        rec = self._pods.get(request.pod_sandbox_id)
+        return api.PodSandboxStatusResponse(
+            status=sandbox_convert.status(rec),
+            info=sandbox_convert.verbose_info(rec) if request.verbose else {},
+            timestamp=time.time_ns())
+
+    async def ListPodSandbox(self, request: api.ListPodSandboxRequest,
+                             context: grpc.aio.ServicerContext) -> Any:
+        f = request.filter
+        recs = self._pods.find(
+            id_prefix=f.id, ready=sandbox_convert.state_filter(f.state if f.HasField("state") else None),
+            labels=dict(f.label_selector))
+        return api.ListPodSandboxResponse(items=[sandbox_convert.pod(r) for r in recs])
+
+    async def PodSandboxStats(self, request: api.PodSandboxStatsRequest,
+                              context: grpc.aio.ServicerContext) -> Any:
+        validate.sandbox_id(request.pod_sandbox_id)
+        rec = self._pods.get(request.pod_sandbox_id)
+        (usage,) = await self._containers.pod_stats([rec.id])
+        return api.PodSandboxStatsResponse(stats=container_convert.pod_stats(usage))
+
+    async def ListPodSandboxStats(self, request: api.ListPodSandboxStatsRequest,
+                                  context: grpc.aio.ServicerContext) -> Any:
+        f = request.filter
+        recs = self._pods.find(id_prefix=f.id, labels=dict(f.label_selector))
+        usages = await self._containers.pod_stats([r.id for r in recs])
+        return api.ListPodSandboxStatsResponse(stats=[container_convert.pod_stats(u) for u in usages])
+
+    # ------------------------------------------------------------------------------------- containers
+
+    async def CreateContainer(self, request: api.CreateContainerRequest,
+                              context: grpc.aio.ServicerContext) -> Any:
+        validate.create_container(request)
+        cid = await self._containers.create(request.pod_sandbox_id, request.config, request.sandbox_config)
+        return api.CreateContainerResponse(container_id=cid)
+
+    async def StartContainer(self, request: api.StartContainerRequest,
+                             context: grpc.aio.ServicerContext) -> Any:
+        validate.container_id(request.container_id)
+        await self._containers.start(request.container_id)
+        return api.StartContainerResponse()
+
+    async def StopContainer(self, request: api.StopContainerRequest,
+                            context: grpc.aio.ServicerContext) -> Any:
+        validate.container_id(request.container_id)
+        await self._containers.stop(request.container_id, float(request.timeout))
+        return api.StopContainerResponse()
+
+    async def RemoveContainer(self, request: api.RemoveContainerRequest,
+                              context: grpc.aio.ServicerContext) -> Any:
+        validate.container_id(request.container_id)
+        await self._containers.remove(request.container_id)
+        return api.RemoveContainerResponse()
+
+    async def ListContainers(self, request: api.ListContainersRequest,
+                             context: grpc.aio.ServicerContext) -> Any:
+        f = request.filter
+        recs = self._containers.find(
+            id_prefix=f.id, sandbox_prefix=f.pod_sandbox_id, labels=dict(f.label_selector),
+            state=container_convert.state_filter(f.state if f.HasField("state") else None))
+        return api.ListContainersResponse(containers=[container_convert.container(r) for r in recs])
+
+    async def ContainerStatus(self, request: api.ContainerStatusRequest,
+                              context: grpc.aio.ServicerContext) -> Any:
+        validate.container_id(request.container_id)
+        rec = self._containers.get(request.container_id)
+        info = container_convert.verbose_info(rec, self._containers.deps.layout.bundle(rec.id)) \
+            if request.verbose else {}
+        return api.ContainerStatusResponse(status=container_convert.status(rec), info=info)
+
+    async def UpdateContainerResources(self, request: api.UpdateContainerResourcesRequest,
+                                       context: grpc.aio.ServicerContext) -> Any:
+        validate.container_id(request.container_id)
+        if request.HasField("linux"):
+            await self._containers.update_resources(request.container_id, request.linux)
+        return api.UpdateContainerResourcesResponse()
+
+    async def ReopenContainerLog(self, request: api.ReopenContainerLogRequest,
+                                 context: grpc.aio.ServicerContext) -> Any:
+        validate.container_id(request.container_id)
+        await self._containers.reopen_log(request.container_id)
+        return api.ReopenContainerLogResponse()
+
+    async def ExecSync(self, request: api.ExecSyncRequest, context: grpc.aio.ServicerContext) -> Any:
+        validate.exec_sync(request)
+        result = await self._containers.exec_sync(request.container_id, list(request.cmd),
+                                                  float(request.timeout))
+        return api.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
+
+    async def ContainerStats(self, request: api.ContainerStatsRequest,
+                             context: grpc.aio.ServicerContext) -> Any:
+        validate.container_id(request.container_id)
+        (usage,) = await self._containers.stats([self._containers.get(request.container_id)])
+        return api.ContainerStatsResponse(stats=container_convert.container_stats(usage))
+
+    async def ListContainerStats(self, request: api.ListContainerStatsRequest,
+                                 context: grpc.aio.ServicerContext) -> Any:
+        f = request.filter
+        recs = self._containers.find(id_prefix=f.id, sandbox_prefix=f.pod_sandbox_id,
+                                     labels=dict(f.label_selector))
+        usages = await self._containers.stats(recs)
+        return api.ListContainerStatsResponse(stats=[container_convert.container_stats(u) for u in usages])
+
+    async def GetContainerEvents(self, request: api.GetEventsRequest,
+                                 context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for event in self._containers.deps.events.subscribe():
+            yield container_convert.event(event)
 
 
 __all__ = ["KUBELET_API_VERSION", "RuntimeServicer"]

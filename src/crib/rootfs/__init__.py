@@ -1,1 +1,5 @@
-"""Placeholder package; filled by later issues."""
+"""Container root filesystems: overlay mounts of image layers plus a per-container writable layer."""
+
+from crib.rootfs.overlay import Rootfs
+
+__all__ = ["Rootfs"]

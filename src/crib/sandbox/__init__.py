@@ -1,1 +1,6 @@
-"""Placeholder package; filled by later issues."""
+"""Pod sandboxes: pinned namespaces, pod files, cgroup parent, network; see service.py."""
+
+from crib.sandbox.deps import PodContainers, SandboxDeps
+from crib.sandbox.service import SandboxService
+
+__all__ = ["PodContainers", "SandboxDeps", "SandboxService"]

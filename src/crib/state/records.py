@@ -6,7 +6,10 @@ image's config, the servicers read everything) imports it from one place below t
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
+
+from crib.network.types import PortMapping
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,4 +65,164 @@ class ImageRecord:
     pulled_at: float = 0.0
 
 
-__all__ = ["ImageConfig", "ImageRecord", "LayerRef"]
+# ------------------------------------------------------------------------------ sandboxes and containers
+#
+# A pod or container record is written before any side effect (phase CREATING) and again after the last
+# one (CREATED); a restarted daemon undoes whatever is still CREATING and finishes whatever is REMOVING.
+# Everything else is derived from timestamps, never from a second flag:
+#
+#     sandbox:   CREATING --> CREATED, stopped_at == 0: READY --stop--> stopped_at > 0: NOTREADY
+#     container: CREATING --> CREATED --start--> started_at > 0: RUNNING --exit--> finished_at > 0: EXITED
+#     both:      ... --remove--> REMOVING --> (row deleted)
+
+
+class Phase(enum.Enum):
+    """Where an object is in its create/remove transaction."""
+
+    CREATING = "creating"
+    CREATED = "created"
+    REMOVING = "removing"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodMeta:
+    """PodSandboxMetadata."""
+
+    name: str
+    uid: str
+    namespace: str
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SandboxRecord:
+    """One pod sandbox: its namespaces (pinned files, or "" for the host's), files, cgroup and network."""
+
+    id: str
+    name: str  # the reserved name: <name>_<namespace>_<uid>_<attempt>
+    meta: PodMeta
+    phase: Phase = Phase.CREATING
+    created_at: int = 0  # ns since the epoch
+    stopped_at: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    runtime_handler: str = ""
+    hostname: str = ""
+    log_directory: str = ""
+    cgroup_parent: str = ""
+    cgroups_created: tuple[str, ...] = ()  # parents crib made (outermost first) and removes with the pod
+    network_mode: str = "pod"  # "pod" | "node" (NamespaceMode, lowercased)
+    pid_mode: str = "container"  # "pod" | "container" | "node" | "target"
+    ipc_mode: str = "pod"
+    pid_target: str = ""
+    netns_path: str = ""
+    ipcns_path: str = ""
+    utsns_path: str = ""
+    shm_path: str = ""
+    infra_id: str = ""  # runc id of the PID-namespace holder (pid_mode "pod"); "" when there is none
+    infra_pid: int = 0
+    ips: tuple[str, ...] = ()
+    port_mappings: tuple[PortMapping, ...] = ()
+    dns_servers: tuple[str, ...] = ()
+    dns_searches: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    sysctls: dict[str, str] = field(default_factory=dict)
+    seccomp_profile: str = ""
+
+    @property
+    def ready(self) -> bool:
+        return self.phase is Phase.CREATED and self.stopped_at == 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MountRecord:
+    """A CRI Mount as the container got it (reported back by ContainerStatus)."""
+
+    container_path: str
+    host_path: str
+    readonly: bool = False
+    recursive_read_only: bool = False
+    selinux_relabel: bool = False
+    propagation: int = 0  # CRI MountPropagation value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResourcesRecord:
+    """LinuxContainerResources as applied (after crib's clamping), for ContainerStatus and updates."""
+
+    cpu_period: int = 0
+    cpu_quota: int = 0
+    cpu_shares: int = 0
+    memory_limit_in_bytes: int = 0
+    memory_swap_limit_in_bytes: int = 0
+    oom_score_adj: int = 0
+    cpuset_cpus: str = ""
+    cpuset_mems: str = ""
+    hugepage_limits: dict[str, int] = field(default_factory=dict)
+    unified: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserRecord:
+    """The uid/gid/groups the container process runs as (ContainerStatus.user)."""
+
+    uid: int = 0
+    gid: int = 0
+    additional_gids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerRecord:
+    """One container; see the state diagram above."""
+
+    id: str
+    name: str  # the reserved name: <name>_<sandbox id>_<attempt>
+    sandbox_id: str
+    meta_name: str
+    attempt: int = 0
+    phase: Phase = Phase.CREATING
+    created_at: int = 0
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    image: str = ""  # as the request named it
+    image_id: str = ""
+    image_ref: str = ""  # a repo digest when the image has one, else its id
+    runtime_handler: str = ""
+    log_path: str = ""  # absolute: the pod's log_directory joined with the container's log_path
+    mounts: tuple[MountRecord, ...] = ()
+    pid: int = 0
+    cgroup_path: str = ""
+    stop_signal: str = ""  # from the image; "" = SIGTERM
+    tty: bool = False
+    stdin: bool = False
+    stdin_once: bool = False
+    resources: ResourcesRecord | None = None
+    user: UserRecord = field(default_factory=UserRecord)
+    command: tuple[str, ...] = ()  # process.args as run
+
+    @property
+    def running(self) -> bool:
+        return self.started_at > 0 and self.finished_at == 0
+
+    @property
+    def exited(self) -> bool:
+        return self.finished_at > 0
+
+
+__all__ = [
+    "ContainerRecord",
+    "ImageConfig",
+    "ImageRecord",
+    "LayerRef",
+    "MountRecord",
+    "Phase",
+    "PodMeta",
+    "ResourcesRecord",
+    "SandboxRecord",
+    "UserRecord",
+]

@@ -1,0 +1,101 @@
+"""ExecSync, UpdateContainerResources and ReopenContainerLog: the calls that act on a running container."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from crib import oci
+from crib.containers.create import resources_record
+from crib.containers.deps import ContainerDeps
+from crib.errors import DeadlineExceeded, FailedPrecondition
+from crib.runtime import conmon
+from crib.runtime.runc import ExecResult
+from crib.state.records import ContainerRecord
+
+NO_TIMEOUT = 24 * 3600.0
+REOPEN_WAIT = 5.0
+
+
+def _spec(deps: ContainerDeps, rec: ContainerRecord) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((deps.layout.bundle(rec.id) / "config.json").read_text())
+    return data
+
+
+def _running(rec: ContainerRecord, what: str) -> None:
+    if not rec.running:
+        state = "exited" if rec.exited else "not started"
+        raise FailedPrecondition(f"{what}: container {rec.meta_name} ({rec.id[:12]}) is {state}, not running")
+
+
+async def exec_sync(deps: ContainerDeps, rec: ContainerRecord, cmd: list[str], timeout: float) -> ExecResult:
+    """Run cmd in the container as its own process runs (user, env, caps, seccomp), capped and bounded.
+
+    Raises:
+        FailedPrecondition: the container is not running.
+        DeadlineExceeded: the command ran past timeout (it was killed, with its process group).
+        ExternalCommandError: runc could not start the command (no such binary, ...).
+    """
+    _running(rec, "ExecSync")
+    process = oci.exec_process(_spec(deps, rec), cmd, tty=False)
+    path = deps.layout.bundle(rec.id) / f"exec-{secrets.token_hex(8)}.json"
+    path.write_text(json.dumps(process))
+    try:
+        result = await deps.runcs[rec.runtime_handler].exec(
+            rec.id, path, timeout=timeout if timeout > 0 else NO_TIMEOUT,
+            output_limit=deps.cfg.runtime.exec_output_max)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    if result.timed_out:
+        raise DeadlineExceeded(f"ExecSync {cmd[0]!r} in container {rec.meta_name} did not finish within "
+                               f"{timeout:g}s; it was killed")
+    return result
+
+
+async def update_resources(deps: ContainerDeps, rec: ContainerRecord, resources: Any) -> ContainerRecord:
+    """`runc update` with the validated resources; the record keeps what was applied."""
+    if rec.exited:
+        raise FailedPrecondition(f"UpdateContainerResources: container {rec.meta_name} has exited")
+    linux = oci.linux_resources(resources, container=rec.meta_name, host=deps.host)
+    await deps.runcs[rec.runtime_handler].update(rec.id, linux)
+    spec = _spec(deps, rec)
+    spec.setdefault("linux", {}).setdefault("resources", {}).update(linux)
+    (deps.layout.bundle(rec.id) / "config.json").write_text(json.dumps(spec))
+    applied = {"oomScoreAdj": rec.resources.oom_score_adj if rec.resources else resources.oom_score_adj}
+    return deps.store.put_container(dataclasses.replace(rec, resources=resources_record(resources, applied)))
+
+
+async def reopen_log(deps: ContainerDeps, rec: ContainerRecord) -> None:
+    """Have conmon reopen the log file kubelet just rotated, and wait until the new file exists.
+
+    conmon handles its control FIFO asynchronously; kubelet (and critest) look for the new file as soon
+    as the call returns, so the call returns only once it is there.
+
+    Raises:
+        FailedPrecondition: the container is not running (CRI: then no new file may be created).
+        DeadlineExceeded: conmon did not create the file within REOPEN_WAIT.
+    """
+    _running(rec, "ReopenContainerLog")
+    if not rec.log_path:
+        return
+    if not conmon.reopen_log(Path(deps.layout.bundle(rec.id))):
+        raise FailedPrecondition(f"ReopenContainerLog: the monitor of container {rec.meta_name} is gone")
+    path = Path(rec.log_path)
+    for _ in range(int(REOPEN_WAIT / 0.005)):
+        if _exists(path):  # a stat on tmpfs/local disk; not worth a thread
+            return
+        await asyncio.sleep(0.005)
+    raise DeadlineExceeded(f"ReopenContainerLog: conmon did not reopen {path} within {REOPEN_WAIT:g}s")
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+__all__ = ["exec_sync", "reopen_log", "update_resources"]

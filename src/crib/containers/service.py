@@ -1,0 +1,314 @@
+"""Containers: the RuntimeService's container calls, in crib's terms.
+
+Like pods, creation runs in a task shielded from the RPC, so kubelet's retry after a deadline finds the
+container being (or already) created instead of an error. Start, stop and remove take the container's
+lock. Exits come from conmon's exit files (runtime/exits.py) through on_exit(), which also wakes stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import shutil
+import time
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
+
+from crib import ids, log
+from crib.containers import create as create_mod
+from crib.containers import exec as exec_mod
+from crib.containers.deps import ContainerDeps
+from crib.containers.events import ContainerEvent, EventKind
+from crib.containers.stop import terminate
+from crib.containers.usage import ContainerUsage, PodUsage, container_usage, pod_usage
+from crib.errors import FailedPrecondition, InvalidArgument, NotFound
+from crib.rootfs import overlay
+from crib.rootfs.overlay import Rootfs
+from crib.runtime import conmon, exits
+from crib.runtime.exits import Exit
+from crib.runtime.runc import ExecResult
+from crib.state.pending import PendingNames
+from crib.state.records import ContainerRecord, Phase
+
+_log = log.get(__name__)
+T = TypeVar("T")
+
+
+class ContainerService:
+    """Create, start, stop, remove, status, list, exec, stats of containers (see the module note)."""
+
+    def __init__(self, deps: ContainerDeps) -> None:
+        self.deps = deps
+        self._pending = PendingNames(self._id_by_name)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._exited: dict[str, asyncio.Event] = {}
+        self._creating: dict[str, set[asyncio.Task[Any]]] = {}  # sandbox id -> creations in flight
+
+    def _id_by_name(self, name: str) -> str | None:
+        rec = self.deps.store.container_by_name(name)
+        return rec.id if rec is not None else None
+
+    def _background(self, coro: Coroutine[Any, Any, T], sandbox_id: str) -> asyncio.Task[T]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        self._creating.setdefault(sandbox_id, set()).add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            self._creating.get(sandbox_id, set()).discard(t)
+
+        task.add_done_callback(done)
+        return task
+
+    def _publish(self, kind: EventKind, rec: ContainerRecord) -> None:
+        sandbox = self.deps.store.sandboxes.get(rec.sandbox_id)
+        self.deps.events.publish(ContainerEvent(
+            kind=kind, at_ns=time.time_ns(), container=rec, sandbox=sandbox,
+            pod_containers=tuple(self.deps.store.containers_of(rec.sandbox_id))))
+
+    # ------------------------------------------------------------------------------------------ create
+
+    async def create(self, sandbox_id: str, config: Any, sandbox_config: Any) -> str:
+        """CreateContainer: the new container's id, or that of the one already created under the name."""
+        sandbox = self.deps.sandboxes.ready(sandbox_id)
+        name = create_mod.reserved_name(config, sandbox.id)
+        return await asyncio.shield(self._background(self._create(name, sandbox.id, config, sandbox_config),
+                                                     sandbox.id))
+
+    async def _create(self, name: str, sandbox_id: str, config: Any, sandbox_config: Any) -> str:
+        async with self._pending.claim(name) as claim:
+            if claim.existing:
+                return claim.existing
+            sandbox = self.deps.sandboxes.ready(sandbox_id)
+            try:
+                image = self.deps.images.resolve(config.image.image)
+            except NotFound as exc:
+                raise NotFound(f"container {config.metadata.name!r}: image {config.image.image} is not "
+                               f"present on the node; pull it first ({exc})") from exc
+            cid = ids.new_id()
+            rec = create_mod.initial_record(cid, name, sandbox, config, image)
+            async with self.deps.locks.hold(cid):
+                rec = await create_mod.create(self.deps, rec, sandbox, config, sandbox_config, image)
+            log.event(_log, 20, "container created", container=cid, name=name, pid=rec.pid)
+            self._publish(EventKind.CREATED, rec)
+            claim.done(cid)
+            return cid
+
+    # ------------------------------------------------------------------------------- start/stop/remove
+
+    async def start(self, container_id: str) -> None:
+        cid = self._resolve(container_id)
+        async with self.deps.locks.hold(cid):
+            rec = self.get(cid)
+            if rec.phase is not Phase.CREATED or rec.started_at or rec.exited:
+                state = "running" if rec.running else "exited" if rec.exited else rec.phase.value
+                raise FailedPrecondition(f"container {rec.meta_name} ({cid[:12]}) is {state}; only a "
+                                         "created container can be started")
+            at = time.time_ns()
+            await self.deps.runcs[rec.runtime_handler].start(cid)
+            rec = self.deps.store.put_container(dataclasses.replace(self.get(cid), started_at=at))
+        self._publish(EventKind.STARTED, rec)
+
+    async def stop(self, container_id: str, timeout: float) -> None:
+        """StopContainer; succeeds for a container already stopped or unknown, as CRI requires."""
+        cid = self.resolve(container_id, missing_ok=True)
+        if cid is None:
+            return
+        async with self.deps.locks.hold(cid):
+            rec = self.deps.store.containers.get(cid)
+            if rec is None or rec.exited or rec.phase is not Phase.CREATED:
+                return
+            await terminate(self.deps, rec, max(timeout, 0.0), self._wait_exit)
+
+    async def remove(self, container_id: str) -> None:
+        """RemoveContainer (killing it if it runs); succeeds for a container already removed."""
+        cid = self.resolve(container_id, missing_ok=True)
+        if cid is None:
+            return
+        async with self.deps.locks.hold(cid):
+            rec = self.deps.store.containers.get(cid)
+            if rec is None:
+                return
+            rec = self.deps.store.put_container(dataclasses.replace(rec, phase=Phase.REMOVING))
+            if not rec.exited:
+                with contextlib.suppress(Exception):
+                    await terminate(self.deps, rec, 0.0, self._wait_exit)
+            await self._purge(rec)
+        self._exited.pop(cid, None)
+        self._publish(EventKind.DELETED, rec)
+
+    async def _purge(self, rec: ContainerRecord) -> None:
+        """Remove runc state, conmon leftovers, the rootfs and the row (idempotent)."""
+        lay = self.deps.layout
+        bundle = lay.bundle(rec.id)
+        conmon.kill_monitor(bundle)
+        await self.deps.runcs[rec.runtime_handler].delete(rec.id, force=True)
+        exits.forget(lay.exits, rec.id)
+        with contextlib.suppress(FileNotFoundError):
+            (lay.attach / rec.id).unlink()
+        fs = Rootfs(data=lay.container_data(rec.id), target=bundle / "rootfs")
+        await asyncio.to_thread(overlay.remove, fs)
+        await asyncio.to_thread(shutil.rmtree, bundle, True)
+        self.deps.store.delete_container(rec.id)
+
+    async def stop_all(self, sandbox_id: str, grace: float) -> None:
+        recs = [c for c in self.deps.store.containers_of(sandbox_id) if not c.exited]
+        await asyncio.gather(*(self.stop(c.id, grace) for c in recs))
+
+    async def remove_all(self, sandbox_id: str) -> None:
+        pending = self._creating.get(sandbox_id, set())
+        if pending:  # they see the pod is no longer ready at their end and undo themselves
+            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*(self.remove(c.id) for c in self.deps.store.containers_of(sandbox_id)))
+
+    # ---------------------------------------------------------------------------------------- exits
+
+    def on_exit(self, found: Exit) -> None:
+        """Record an exit from conmon's exit file (idempotent: later reports of the same exit are ignored)."""
+        rec = self.deps.store.containers.get(found.cid)
+        if rec is None or rec.finished_at or rec.phase is Phase.CREATING:
+            return
+        oom = (self.deps.layout.bundle(rec.id) / "oom").exists()
+        reason = "OOMKilled" if oom else "Completed" if found.code == 0 else "Error"
+        message = "the container exceeded its memory limit and was killed by the kernel" if oom else ""
+        rec = self.deps.store.put_container(dataclasses.replace(
+            rec, finished_at=found.at_ns, exit_code=found.code, reason=reason, message=message))
+        self._exited.setdefault(rec.id, asyncio.Event()).set()
+        log.event(_log, 20, "container exited", container=rec.id, code=found.code, reason=reason)
+        self._publish(EventKind.STOPPED, rec)
+
+    async def _wait_exit(self, cid: str, timeout: float) -> bool:
+        """Whether the container's exit is recorded within timeout (the exit file is checked too)."""
+        rec = self.deps.store.containers.get(cid)
+        if rec is None or rec.exited:
+            return True
+        event = self._exited.setdefault(cid, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        found = exits.read_exit(self.deps.layout.exits, cid)
+        if found is not None:
+            self.on_exit(found)
+        rec = self.deps.store.containers.get(cid)
+        return rec is None or rec.exited
+
+    # ------------------------------------------------------------------------------------- read side
+
+    def _resolve(self, container_id: str) -> str:
+        found = self.resolve(container_id)
+        assert found is not None
+        return found
+
+    def resolve(self, container_id: str, *, missing_ok: bool = False) -> str | None:
+        """A full id from a full id or a unique prefix."""
+        if not container_id:
+            raise InvalidArgument("container_id is empty")
+        store = self.deps.store.containers
+        if container_id in store:
+            return container_id
+        matches = [cid for cid in store if cid.startswith(container_id)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"container id prefix {container_id!r} is ambiguous")
+        if missing_ok:
+            return None
+        raise NotFound(f"container {container_id} not found")
+
+    def get(self, container_id: str) -> ContainerRecord:
+        cid = self.resolve(container_id)
+        assert cid is not None
+        return self.deps.store.containers[cid]
+
+    def find(self, *, id_prefix: str = "", sandbox_prefix: str = "", state: str = "",
+             labels: Mapping[str, str] | None = None) -> list[ContainerRecord]:
+        """Containers matching every filter; state is "created", "running" or "exited" ("" = any)."""
+        out = []
+        for rec in self.deps.store.containers.values():
+            if rec.phase is Phase.CREATING:
+                continue
+            if id_prefix and not rec.id.startswith(id_prefix):
+                continue
+            if sandbox_prefix and not rec.sandbox_id.startswith(sandbox_prefix):
+                continue
+            if state and state_of(rec) != state:
+                continue
+            if labels and any(rec.labels.get(k) != v for k, v in labels.items()):
+                continue
+            out.append(rec)
+        return sorted(out, key=lambda r: r.created_at)
+
+    def containers_using(self, image_id: str) -> list[str]:
+        """Ids of the containers created from an image (RemoveImage refuses images in use)."""
+        return [c.id for c in self.deps.store.containers.values() if c.image_id == image_id]
+
+    # ------------------------------------------------------------------------------ exec, stats, logs
+
+    async def exec_sync(self, container_id: str, cmd: list[str], timeout: float) -> ExecResult:
+        return await exec_mod.exec_sync(self.deps, self.get(container_id), cmd, timeout)
+
+    async def update_resources(self, container_id: str, resources: Any) -> None:
+        cid = self._resolve(container_id)
+        async with self.deps.locks.hold(cid):
+            await exec_mod.update_resources(self.deps, self.get(cid), resources)
+
+    async def reopen_log(self, container_id: str) -> None:
+        await exec_mod.reopen_log(self.deps, self.get(container_id))
+
+    async def stats(self, recs: list[ContainerRecord]) -> list[ContainerUsage]:
+        return await asyncio.to_thread(
+            lambda: [container_usage(self.deps.layout, self.deps.cgroups, r) for r in recs])
+
+    async def pod_stats(self, sandbox_ids: list[str]) -> list[PodUsage]:
+        def collect() -> list[PodUsage]:
+            out = []
+            for sid in sandbox_ids:
+                sandbox = self.deps.store.sandboxes.get(sid)
+                if sandbox is not None:
+                    out.append(pod_usage(self.deps.layout, self.deps.cgroups, sandbox,
+                                         [c for c in self.deps.store.containers_of(sid)
+                                          if c.phase is Phase.CREATED]))
+            return out
+
+        return await asyncio.to_thread(collect)
+
+    # ----------------------------------------------------------------------------------------- restore
+
+    async def restore(self) -> None:
+        """After a restart: undo creations, finish removals, record exits that happened while down."""
+        lay = self.deps.layout
+        for rec in list(self.deps.store.containers.values()):
+            try:
+                if rec.phase in (Phase.CREATING, Phase.REMOVING):
+                    log.event(_log, 30, "cleaning up container cut by a restart", container=rec.id,
+                              phase=rec.phase.value)
+                    await self._purge(rec)
+                    continue
+                if rec.exited:
+                    continue
+                found = exits.read_exit(lay.exits, rec.id)
+                if found is not None:
+                    self.on_exit(found)
+                elif not conmon.monitor_alive(lay.bundle(rec.id)):
+                    self.deps.store.put_container(dataclasses.replace(
+                        rec, finished_at=time.time_ns(), exit_code=255, reason="Error",
+                        message="the container's monitor (conmon) died and left no exit status"))
+            except Exception:
+                _log.exception("restoring container %s failed; it is left as found", rec.id)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 10.0)
+
+
+def state_of(rec: ContainerRecord) -> str:
+    if rec.exited:
+        return "exited"
+    if rec.running:
+        return "running"
+    return "created"
+
+
+__all__ = ["ContainerService", "state_of"]

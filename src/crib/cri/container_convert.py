@@ -1,0 +1,146 @@
+"""Container records, usage and events -> CRI messages (the servicer's conversions)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+from crib._proto.runtime.v1 import api_pb2 as api
+from crib.containers import ContainerEvent, ContainerUsage, EventKind, PodUsage, state_of
+from crib.cri import sandbox_convert
+from crib.state.records import ContainerRecord
+
+_STATE = {"created": api.CONTAINER_CREATED, "running": api.CONTAINER_RUNNING, "exited": api.CONTAINER_EXITED}
+_STATE_NAME = {api.CONTAINER_CREATED: "created", api.CONTAINER_RUNNING: "running",
+               api.CONTAINER_EXITED: "exited", api.CONTAINER_UNKNOWN: "unknown"}
+_EVENT = {EventKind.CREATED: api.CONTAINER_CREATED_EVENT, EventKind.STARTED: api.CONTAINER_STARTED_EVENT,
+          EventKind.STOPPED: api.CONTAINER_STOPPED_EVENT, EventKind.DELETED: api.CONTAINER_DELETED_EVENT}
+
+
+def state_filter(value: api.ContainerStateValue | None) -> str:
+    return "" if value is None else _STATE_NAME.get(value.state, "unknown")
+
+
+def _meta(rec: ContainerRecord) -> api.ContainerMetadata:
+    return api.ContainerMetadata(name=rec.meta_name, attempt=rec.attempt)
+
+
+def _image(rec: ContainerRecord) -> api.ImageSpec:
+    return api.ImageSpec(image=rec.image, user_specified_image=rec.image)
+
+
+def container(rec: ContainerRecord) -> api.Container:
+    """ListContainers item."""
+    return api.Container(id=rec.id, pod_sandbox_id=rec.sandbox_id, metadata=_meta(rec), image=_image(rec),
+                         image_ref=rec.image_ref, state=_STATE[state_of(rec)], created_at=rec.created_at,
+                         labels=rec.labels, annotations=rec.annotations, image_id=rec.image_id)
+
+
+def _stop_signal(rec: ContainerRecord) -> int:
+    raw = rec.stop_signal.strip().upper()
+    if not raw:
+        return int(api.RUNTIME_DEFAULT)
+    name = raw if raw.startswith("SIG") else "SIG" + raw
+    if raw.isdigit():
+        try:
+            name = signal.Signals(int(raw)).name
+        except ValueError:
+            return int(api.RUNTIME_DEFAULT)
+    return int(api.Signal.Value(name)) if name in api.Signal.keys() else int(api.RUNTIME_DEFAULT)  # noqa: SIM118
+
+
+def status(rec: ContainerRecord) -> api.ContainerStatus:
+    out = api.ContainerStatus(
+        id=rec.id, metadata=_meta(rec), state=_STATE[state_of(rec)], created_at=rec.created_at,
+        started_at=rec.started_at, finished_at=rec.finished_at, exit_code=rec.exit_code, image=_image(rec),
+        image_ref=rec.image_ref, reason=rec.reason, message=rec.message, labels=rec.labels,
+        annotations=rec.annotations, log_path=rec.log_path, image_id=rec.image_id,
+        mounts=[api.Mount(container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
+                          recursive_read_only=m.recursive_read_only, selinux_relabel=m.selinux_relabel,
+                          propagation=m.propagation) for m in rec.mounts],  # type: ignore[arg-type]
+        user=api.ContainerUser(linux=api.LinuxContainerUser(
+            uid=rec.user.uid, gid=rec.user.gid, supplemental_groups=list(rec.user.additional_gids))),
+        stop_signal=_stop_signal(rec))  # type: ignore[arg-type]
+    if rec.resources is not None:
+        r = rec.resources
+        out.resources.linux.CopyFrom(api.LinuxContainerResources(
+            cpu_period=r.cpu_period, cpu_quota=r.cpu_quota, cpu_shares=r.cpu_shares,
+            memory_limit_in_bytes=r.memory_limit_in_bytes, oom_score_adj=r.oom_score_adj,
+            cpuset_cpus=r.cpuset_cpus, cpuset_mems=r.cpuset_mems, unified=r.unified,
+            memory_swap_limit_in_bytes=r.memory_swap_limit_in_bytes,
+            hugepage_limits=[api.HugepageLimit(page_size=k, limit=v) for k, v in r.hugepage_limits.items()]))
+    return out
+
+
+def verbose_info(rec: ContainerRecord, bundle: Path) -> dict[str, str]:
+    """ContainerStatus verbose info: {"info": JSON} with pid, sandbox and runtime spec (crictl inspect)."""
+    info: dict[str, Any] = {"pid": rec.pid, "sandboxID": rec.sandbox_id,
+                            "runtimeHandler": rec.runtime_handler, "bundle": str(bundle),
+                            "cgroupsPath": rec.cgroup_path, "phase": rec.phase.value,
+                            "command": list(rec.command)}
+    with contextlib.suppress(OSError, ValueError):
+        info["runtimeSpec"] = json.loads((bundle / "config.json").read_text())
+    return {"info": json.dumps(info, sort_keys=True)}
+
+
+# --------------------------------------------------------------------------------------------------- stats
+
+
+def _u(value: int | None) -> api.UInt64Value | None:
+    return None if value is None else api.UInt64Value(value=max(0, value))
+
+
+def container_stats(u: ContainerUsage) -> api.ContainerStats:
+    rec, cg = u.container, u.cgroup
+    return api.ContainerStats(
+        attributes=api.ContainerAttributes(id=rec.id, metadata=_meta(rec), labels=rec.labels,
+                                           annotations=rec.annotations),
+        cpu=api.CpuUsage(timestamp=cg.timestamp_ns, usage_core_nano_seconds=_u(cg.cpu_ns)),
+        memory=api.MemoryUsage(timestamp=cg.timestamp_ns, working_set_bytes=_u(cg.memory_working_set),
+                               available_bytes=_u(cg.memory_available), usage_bytes=_u(cg.memory_usage),
+                               rss_bytes=_u(cg.memory_rss), page_faults=_u(cg.page_faults),
+                               major_page_faults=_u(cg.major_page_faults)),
+        writable_layer=api.FilesystemUsage(
+            timestamp=u.fs_timestamp_ns, fs_id=api.FilesystemIdentifier(mountpoint=u.fs_mountpoint),
+            used_bytes=_u(u.fs_bytes), inodes_used=_u(u.fs_inodes)))
+
+
+def pod_stats(u: PodUsage) -> api.PodSandboxStats:
+    rec, cg = u.sandbox, u.cgroup
+    interfaces = [api.NetworkInterfaceUsage(name=i.name, rx_bytes=_u(i.rx_bytes), rx_errors=_u(i.rx_errors),
+                                            tx_bytes=_u(i.tx_bytes), tx_errors=_u(i.tx_errors))
+                  for i in u.interfaces]
+    network = api.NetworkUsage(timestamp=u.network_timestamp_ns, interfaces=interfaces)
+    default = next((i for i in interfaces if i.name == "eth0"), interfaces[0] if interfaces else None)
+    if default is not None:
+        network.default_interface.CopyFrom(default)
+    meta = rec.meta
+    return api.PodSandboxStats(
+        attributes=api.PodSandboxAttributes(
+            id=rec.id, metadata=api.PodSandboxMetadata(name=meta.name, uid=meta.uid, namespace=meta.namespace,
+                                                       attempt=meta.attempt),
+            labels=rec.labels, annotations=rec.annotations),
+        linux=api.LinuxPodSandboxStats(
+            cpu=api.CpuUsage(timestamp=cg.timestamp_ns, usage_core_nano_seconds=_u(cg.cpu_ns)),
+            memory=api.MemoryUsage(timestamp=cg.timestamp_ns, working_set_bytes=_u(cg.memory_working_set),
+                                   available_bytes=_u(cg.memory_available), usage_bytes=_u(cg.memory_usage),
+                                   rss_bytes=_u(cg.memory_rss), page_faults=_u(cg.page_faults),
+                                   major_page_faults=_u(cg.major_page_faults)),
+            network=network,
+            process=api.ProcessUsage(timestamp=cg.timestamp_ns, process_count=_u(u.processes)),
+            containers=[container_stats(c) for c in u.containers]))
+
+
+def event(e: ContainerEvent) -> api.ContainerEventResponse:
+    out = api.ContainerEventResponse(container_id=e.container.id, container_event_type=_EVENT[e.kind],
+                                     created_at=e.at_ns,
+                                     containers_statuses=[status(c) for c in e.pod_containers])
+    if e.sandbox is not None:
+        out.pod_sandbox_status.CopyFrom(sandbox_convert.status(e.sandbox))
+    return out
+
+
+__all__ = ["container", "container_stats", "event", "pod_stats", "state_filter", "status", "verbose_info"]

@@ -1,0 +1,98 @@
+"""The node's pod and container machinery, composed: part of the composition root (daemon.py).
+
+Start-up order matters: directories, then the records (SQLite), then restore (undo creations cut by a
+crash, finish removals, pick up exits that happened while the daemon was down), and only then the exit
+watcher and the gRPC server. Shutdown stops the watcher and touches no container: conmon owns them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from crib import log
+from crib.config import Config
+from crib.containers import ContainerDeps, ContainerService, EventBus, ImageSource
+from crib.containers.hostfacts import probe
+from crib.network import PodNetwork
+from crib.runtime.conmon import Monitor
+from crib.runtime.exits import Exit, ExitWatcher
+from crib.runtime.layout import Layout
+from crib.runtime.runc import Runc
+from crib.sandbox import SandboxDeps, SandboxService
+from crib.state.db import Database
+from crib.state.pending import KeyedLocks
+from crib.state.store import RuntimeStore
+from crib.system.cgroups import Cgroups
+
+_log = log.get(__name__)
+
+
+@dataclass(slots=True, kw_only=True)
+class Node:
+    layout: Layout
+    store: RuntimeStore
+    sandboxes: SandboxService
+    containers: ContainerService
+    watcher: ExitWatcher
+
+    async def close(self) -> None:
+        self.watcher.stop()
+        await self.sandboxes.close()
+        await self.containers.close()
+
+
+def _prepare_dirs(cfg: Config, layout: Layout) -> None:
+    for d in layout.fixed_dirs():
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in cfg.runtime.handlers:
+        Path(cfg.handler_root(name)).mkdir(parents=True, exist_ok=True, mode=0o700)
+    rootfs = layout.infra_rootfs
+    binary = Path(cfg.runtime.infra_binary)
+    if binary.is_file():
+        for sub in ("proc", "dev", "sys"):
+            (rootfs / sub).mkdir(parents=True, exist_ok=True, mode=0o755)
+        target = rootfs / "catatonit"
+        if not target.exists() or target.stat().st_size != binary.stat().st_size:
+            tmp = rootfs / ".catatonit.tmp"
+            shutil.copyfile(binary, tmp)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, target)
+
+
+async def build_node(cfg: Config, db: Database, network: PodNetwork, images: ImageSource) -> Node:
+    """Construct and restore the pod and container services; see the module note."""
+    layout = Layout(Path(cfg.root), Path(cfg.runroot))
+    _prepare_dirs(cfg, layout)
+    store = RuntimeStore(db)
+    runcs = {name: Runc(handler=name, path=h.path, root=cfg.handler_root(name))
+             for name, h in cfg.runtime.handlers.items()}
+    monitor = Monitor(conmon=cfg.runtime.conmon, exit_dir=layout.exits, socket_dir=layout.attach,
+                      log_size_max=cfg.runtime.log_size_max, create_timeout=float(cfg.runtime.create_timeout))
+    cgroups, locks = Cgroups(), KeyedLocks()
+    host = await probe(runcs[cfg.runtime.default_handler], cgroups)
+    deps = SandboxDeps(cfg=cfg, layout=layout, store=store, cgroups=cgroups, network=network,
+                       monitor=monitor, runcs=runcs, locks=locks, host=host)
+    sandboxes = SandboxService(deps)
+    containers = ContainerService(ContainerDeps(
+        cfg=cfg, layout=layout, store=store, cgroups=cgroups, monitor=monitor, runcs=runcs, locks=locks,
+        images=images, host=host, sandboxes=sandboxes, events=EventBus()))
+    deps.containers = containers
+    await containers.restore()
+    await sandboxes.restore()
+
+    def on_exit(found: Exit) -> None:
+        if found.cid in store.containers:
+            containers.on_exit(found)
+        elif found.cid in store.sandboxes:
+            sandboxes.on_infra_exit(found.cid)
+
+    watcher = ExitWatcher(layout.exits, on_exit)
+    watcher.start()
+    log.event(_log, 20, "node restored", pods=len(store.sandboxes), containers=len(store.containers))
+    return Node(layout=layout, store=store, sandboxes=sandboxes, containers=containers, watcher=watcher)
+
+
+__all__ = ["Node", "build_node"]

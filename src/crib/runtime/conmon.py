@@ -1,0 +1,220 @@
+"""conmon: the per-container monitor that runs `runc create`, owns the container's stdio and exit status.
+
+The handshake (conmon's own protocol, as CRI-O drives it):
+
+1. crib starts conmon with two inherited pipes named by _OCI_SYNCPIPE / _OCI_STARTPIPE (any fd numbers).
+2. conmon blocks reading the start pipe, so crib can move it into the pod's cgroup before anything forks:
+   everything conmon starts (runc, the container) inherits that cgroup.
+3. crib writes one byte to the start pipe. conmon forks; the parent writes the monitor's pid to the
+   --conmon-pidfile and exits 0 (it is reaped by proc); the monitor runs `runc create`.
+4. The monitor writes one JSON line to the sync pipe: {"data": <container pid>} on success, or
+   {"data": -1, "message": "<runc's stderr>"} (api-version 1). crib waits for it within a bound.
+
+From then on the container does not depend on crib: conmon writes the CRI log, and on exit
+`<exit dir>/<id>` and `<persist dir>/exit` (and `<persist dir>/oom` after an OOM kill). A conmon that fails
+half-way is killed and reaped, and whatever runc created is deleted by the caller's undo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from crib import proc
+from crib.errors import DeadlineExceeded, ExternalCommandError
+from crib.runtime.runc import Runc, runtime_message
+
+CONMON_PIDFILE = "conmon.pid"
+CONTAINER_PIDFILE = "pidfile"
+CTL_FIFO = "ctl"
+REOPEN_LOGS = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Monitor:
+    """Daemon-wide conmon settings."""
+
+    conmon: str
+    exit_dir: Path
+    socket_dir: Path
+    log_size_max: int = -1
+    create_timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Launch:
+    """One container for conmon to create. persist_dir gets conmon's `exit` and `oom` files."""
+
+    cid: str
+    name: str
+    bundle: Path
+    log_path: str  # "" = no log
+    runc: Runc
+    terminal: bool = False
+    stdin: bool = False
+    stdin_once: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Created:
+    pid: int
+    conmon_pid: int
+
+
+def argv(monitor: Monitor, launch: Launch) -> list[str]:
+    """conmon's command line for `runc create` of one container (flags as conmon 2.x documents them)."""
+    args = [monitor.conmon, "--api-version", "1",
+            "-c", launch.cid, "-u", launch.cid, "-n", launch.name,
+            "-r", launch.runc.path, "--runtime-arg", "--root=" + launch.runc.root,
+            "-b", str(launch.bundle), "-p", str(launch.bundle / CONTAINER_PIDFILE),
+            "-P", str(launch.bundle / CONMON_PIDFILE), "--persist-dir", str(launch.bundle),
+            "--exit-dir", str(monitor.exit_dir), "--socket-dir-path", str(monitor.socket_dir),
+            "--log-level", "error"]
+    if launch.log_path:
+        args += ["-l", "k8s-file:" + launch.log_path]
+    else:
+        args += ["-l", "none:"]
+    if monitor.log_size_max > 0:
+        args += ["--log-size-max", str(max(monitor.log_size_max, 8192))]
+    if launch.terminal:
+        args.append("-t")
+    if launch.stdin:
+        args.append("-i")
+        if not launch.stdin_once:
+            args.append("--leave-stdin-open")
+    return args
+
+
+async def create(monitor: Monitor, launch: Launch, place: Callable[[int], None]) -> Created:
+    """Start conmon for launch, place(pid) it into its cgroup, release it, and wait for the container pid.
+
+    Raises:
+        ExternalCommandError: conmon or runc failed; the message carries runc's own words.
+        DeadlineExceeded: no answer on the sync pipe within monitor.create_timeout (conmon was killed).
+    """
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    start_r, start_w = os.pipe2(os.O_CLOEXEC)
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+           "_OCI_SYNCPIPE": str(sync_w), "_OCI_STARTPIPE": str(start_r)}
+    try:
+        child = await proc.start(argv(monitor, launch), env=env, cwd=str(launch.bundle),
+                                 pass_fds=(sync_w, start_r))
+    except BaseException:
+        for fd in (sync_r, sync_w, start_r, start_w):
+            os.close(fd)
+        raise
+    os.close(sync_w)
+    os.close(start_r)
+    try:
+        try:
+            place(child.pid)
+            os.write(start_w, b"0")
+        finally:
+            os.close(start_w)
+        # The parent conmon exits as soon as it has forked the monitor.
+        await child.finish(timeout=monitor.create_timeout, drain_after_exit=1.0)
+        message = await _read_sync(sync_r, monitor.create_timeout, launch.cid)
+    except BaseException:
+        await child.kill()
+        _kill_monitor(launch.bundle)
+        raise
+    finally:
+        os.close(sync_r)
+    raw = message.get("data", -1)
+    pid = raw if isinstance(raw, int) else -1
+    if pid <= 0:
+        _kill_monitor(launch.bundle)
+        text = runtime_message(str(message.get("message", ""))) or "no error message"
+        raise ExternalCommandError(f"{os.path.basename(launch.runc.path)} create failed for container "
+                                   f"{launch.name!r}: {text}", argv=list(child.argv), stderr=text)
+    return Created(pid=pid, conmon_pid=read_pid(launch.bundle / CONMON_PIDFILE))
+
+
+async def _read_sync(fd: int, timeout: float, cid: str) -> dict[str, object]:
+    loop = asyncio.get_running_loop()
+    buf = bytearray()
+    done: asyncio.Future[None] = loop.create_future()
+    os.set_blocking(fd, False)
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        buf.extend(chunk)
+        if (not chunk or b"\n" in buf) and not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        async with asyncio.timeout(timeout):
+            await done
+    except TimeoutError:
+        raise DeadlineExceeded(f"conmon did not report container {cid} created within {timeout:g}s "
+                               "(runtime.create_timeout)") from None
+    finally:
+        loop.remove_reader(fd)
+    line = bytes(buf).split(b"\n", 1)[0]
+    if not line:
+        raise ExternalCommandError(f"conmon exited without reporting container {cid}")
+    try:
+        data: dict[str, object] = json.loads(line)
+    except ValueError as exc:
+        raise ExternalCommandError(f"conmon sent an unreadable sync message: {line[:200]!r}") from exc
+    return data
+
+
+def read_pid(path: Path) -> int:
+    """A pid file's pid, 0 if it is missing or unreadable."""
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _kill_monitor(bundle: Path) -> None:
+    pid = read_pid(bundle / CONMON_PIDFILE)
+    if pid > 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def kill_monitor(bundle: Path) -> None:
+    """SIGKILL the conmon of a bundle (undo of a failed create; conmon has no child to reap for us)."""
+    _kill_monitor(bundle)
+
+
+def reopen_log(bundle: Path) -> bool:
+    """Ask conmon to reopen the container's log file (after kubelet rotated it); False if conmon is gone."""
+    try:
+        fd = os.open(bundle / CTL_FIFO, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        os.write(fd, f"{REOPEN_LOGS} 0 0\n".encode())
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def monitor_alive(bundle: Path) -> bool:
+    """Whether the conmon recorded in bundle still runs (and is a conmon, not a recycled pid)."""
+    pid = read_pid(bundle / CONMON_PIDFILE)
+    if pid <= 0:
+        return False
+    try:
+        return b"conmon" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    except OSError:
+        return False
+
+
+__all__ = ["CONMON_PIDFILE", "Created", "Launch", "Monitor", "argv", "create", "kill_monitor",
+           "monitor_alive", "read_pid", "reopen_log"]

@@ -1,0 +1,166 @@
+"""runc (or any runc-compatible OCI runtime): command lines, and their errors in plain words.
+
+One Runc per RuntimeClass handler: its binary and its --root state directory. `create` is not here:
+conmon runs it (runtime/conmon.py), so that the container's stdio and exit status belong to conmon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crib import proc
+from crib.errors import ExternalCommandError, NotFound
+
+RUNC_TIMEOUT = 30.0
+EXEC_GRACE = 5.0  # after an exec's deadline: how long runc may take to reap the killed command
+_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
+
+
+def runtime_message(text: str) -> str:
+    """The human part of runc's stderr: the msg="..." fields of its log lines, else the text itself."""
+    found = [m.encode().decode("unicode_escape", errors="replace") for m in _MSG.findall(text)]
+    return "; ".join(found) if found else text.strip()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecResult:
+    """What runc exec left: the command's exit code and its (capped) output."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Runc:
+    """One OCI runtime handler (see the module note)."""
+
+    handler: str
+    path: str
+    root: str
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.path, "--root", self.root, *args]
+
+    async def _run(self, *args: str, timeout: float = RUNC_TIMEOUT, check: bool = True,
+                   input: bytes | None = None) -> proc.Result:
+        try:
+            return await proc.run(self.argv(*args), timeout=timeout, check=check, input=input)
+        except ExternalCommandError as exc:
+            raise ExternalCommandError(
+                f"{os.path.basename(self.path)} {args[0]} failed: {runtime_message(exc.stderr) or exc}",
+                argv=exc.argv, returncode=exc.returncode, stderr=exc.stderr) from exc
+
+    async def start(self, cid: str) -> None:
+        await self._run("start", cid)
+
+    async def kill(self, cid: str, sig: int | str = signal.SIGTERM, *, all_processes: bool = False) -> bool:
+        """Send a signal; False when the container is already stopped or gone (not an error for callers)."""
+        name = sig if isinstance(sig, str) else signal.Signals(sig).name
+        args = ["kill", *(["--all"] if all_processes else []), cid, name]
+        result = await self._run(*args, check=False)
+        if result.returncode == 0:
+            return True
+        text = runtime_message(result.stderr.decode(errors="replace"))
+        if any(s in text for s in ("not running", "does not exist", "container not created", "stopped",
+                                   "no such process")):
+            return False
+        raise ExternalCommandError(f"runc kill {cid} {name} failed: {text}", argv=list(result.argv),
+                                   returncode=result.returncode, stderr=text)
+
+    async def delete(self, cid: str, *, force: bool = True) -> None:
+        """runc delete; a container runc does not know counts as deleted."""
+        result = await self._run("delete", *(["--force"] if force else []), cid, check=False)
+        if result.returncode == 0:
+            return
+        text = runtime_message(result.stderr.decode(errors="replace"))
+        if "does not exist" in text or "not found" in text:
+            return
+        raise ExternalCommandError(f"runc delete {cid} failed: {text}", argv=list(result.argv),
+                                   returncode=result.returncode, stderr=text)
+
+    async def state(self, cid: str) -> dict[str, Any]:
+        """runc state as a dict; NotFound when runc does not know the container."""
+        result = await self._run("state", cid, check=False)
+        if result.returncode != 0:
+            raise NotFound(f"runtime {self.handler} has no container {cid}: "
+                           f"{runtime_message(result.stderr.decode(errors='replace'))}")
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+    async def update(self, cid: str, resources: dict[str, Any]) -> None:
+        await self._run("update", "--resources", "-", cid, input=json.dumps(resources).encode())
+
+    async def exec(self, cid: str, process_file: Path, *, timeout: float, output_limit: int) -> ExecResult:
+        """runc exec a process.json; a command still running at the deadline is killed with its group.
+
+        runc's own failure (no such binary, bad cwd) raises ExternalCommandError: runc writes the pid file
+        only once the process exists, which tells a runtime failure apart from a command exiting 255.
+        """
+        pid_file = process_file.with_suffix(".pid")
+        argv = self.argv("exec", "--process", str(process_file), "--pid-file", str(pid_file), cid)
+        child = await proc.start(argv)
+        # runc exec stays the command's parent: killing the command first lets runc reap it and exit, so
+        # no zombie of it is left in the container when the caller looks (critest does, at once).
+        finish = asyncio.ensure_future(child.finish(timeout=timeout + EXEC_GRACE, check=False,
+                                                    output_limit=output_limit, drain_after_exit=0.5))
+        try:
+            result = await asyncio.wait_for(asyncio.shield(finish), timeout)
+        except asyncio.CancelledError:  # the caller gave up: the command must not outlive the call
+            await _abort_exec(pid_file, finish)
+            raise
+        except TimeoutError:
+            await _abort_exec(pid_file, finish)
+            return ExecResult(exit_code=-1, stdout=b"", stderr=b"", timed_out=True)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                pid_file.unlink()
+        if result.returncode == 255 and not _started(result):
+            raise ExternalCommandError(
+                f"exec in container {cid} failed: {runtime_message(result.stderr.decode(errors='replace'))}",
+                argv=argv, returncode=255, stderr=proc.tail(result.stderr))
+        return ExecResult(exit_code=result.returncode, stdout=result.stdout, stderr=result.stderr)
+
+    async def features(self) -> dict[str, Any]:
+        result = await self._run("features", timeout=10.0)
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+
+def _started(result: proc.Result) -> bool:
+    # runc prints its failures as log lines with level=error; a command's own exit 255 prints none.
+    return b"level=error" not in result.stderr and b"exec failed" not in result.stderr
+
+
+async def _abort_exec(pid_file: Path, finish: asyncio.Future[proc.Result]) -> None:
+    _kill_exec(pid_file)
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(finish), EXEC_GRACE)
+    if not finish.done():
+        finish.cancel()  # finish() kills and reaps runc when cancelled
+
+
+def _kill_exec(pid_file: Path) -> None:
+    """SIGKILL an exec'd process that outlived its timeout, and its process group if it has its own."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(OSError):
+        pgid = os.getpgid(pid)
+        if pgid > 1 and pgid != os.getpgid(0):
+            os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+
+
+__all__ = ["ExecResult", "Runc", "runtime_message"]

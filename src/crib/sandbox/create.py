@@ -1,0 +1,151 @@
+"""RunPodSandbox, step by step: every side effect registers its undo before the next one starts.
+
+    record CREATING (reserves the name) -> run dir -> cgroup parent -> pinned net/IPC/UTS namespaces
+    (hostname, loopback, sysctls set inside) -> hostname, hosts, resolv.conf -> /dev/shm tmpfs ->
+    PID-namespace holder (pid mode POD) -> CNI ADD -> record CREATED
+
+A failure anywhere runs the undos in reverse (state/undo.py) and leaves nothing: no mount, no pinned
+namespace, no cgroup, no conmon, no file, no row. Each step ends with a failpoint (failpoints.py) so that
+the tests can prove it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import re
+import shutil
+import socket
+import time
+from typing import Any
+
+from crib import failpoints
+from crib.network import PodNetworkRequest, PortMapping
+from crib.sandbox import files, infra, policy
+from crib.sandbox.deps import SandboxDeps
+from crib.state.records import Phase, PodMeta, SandboxRecord
+from crib.state.undo import Undo
+from crib.system import mount, ns
+
+_PROTOCOLS = {0: "tcp", 1: "udp", 2: "sctp"}
+_HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def network_request(rec: SandboxRecord) -> PodNetworkRequest:
+    """The CNI request for a pod, rebuilt from its record (stop and remove need the same one as ADD)."""
+    return PodNetworkRequest(
+        sandbox_id=rec.id, name=rec.meta.name, namespace=rec.meta.namespace, uid=rec.meta.uid,
+        netns_path=rec.netns_path, port_mappings=rec.port_mappings, dns_servers=rec.dns_servers,
+        dns_searches=rec.dns_searches, dns_options=rec.dns_options, annotations=dict(rec.annotations),
+        cgroup_parent=rec.cgroup_parent)
+
+
+def initial_record(deps: SandboxDeps, sid: str, config: Any, handler: str) -> SandboxRecord:
+    """The CREATING record of a new pod, with every decision taken from the request (validated here)."""
+    meta = config.metadata
+    linux = config.linux
+    sc = linux.security_context
+    modes = policy.namespaces(sc.namespace_options)
+    sysctls = policy.check_sysctls(dict(linux.sysctls), modes)
+    parent = policy.cgroup_parent(linux.cgroup_parent, driver=deps.cfg.runtime.cgroup_driver,
+                                  default_parent=deps.cfg.runtime.default_cgroup_parent, sandbox_id=sid)
+    if modes.host_network:
+        hostname = socket.gethostname()
+    else:
+        hostname = config.hostname or (meta.name if _HOSTNAME.match(meta.name) else sid[:12])
+    dns = config.dns_config
+    ports = tuple(PortMapping(protocol=_PROTOCOLS.get(p.protocol, "tcp"), container_port=p.container_port,
+                              host_port=p.host_port, host_ip=p.host_ip) for p in config.port_mappings)
+    return SandboxRecord(
+        id=sid, name=policy.reserved_name(meta.name, meta.namespace, meta.uid, meta.attempt),
+        meta=PodMeta(name=meta.name, uid=meta.uid, namespace=meta.namespace, attempt=meta.attempt),
+        phase=Phase.CREATING, created_at=time.time_ns(), labels=dict(config.labels),
+        annotations=dict(config.annotations), runtime_handler=handler, hostname=hostname,
+        log_directory=config.log_directory, cgroup_parent=parent, network_mode=modes.network,
+        pid_mode=modes.pid, ipc_mode=modes.ipc, pid_target=modes.target_id, port_mappings=ports,
+        dns_servers=tuple(dns.servers), dns_searches=tuple(dns.searches), dns_options=tuple(dns.options),
+        sysctls=sysctls)
+
+
+async def create(deps: SandboxDeps, rec: SandboxRecord, config: Any) -> SandboxRecord:
+    """Carry out RunPodSandbox for the CREATING record rec; returns the CREATED record."""
+    lay, sid = deps.layout, rec.id
+    async with Undo(f"pod {rec.meta.namespace}/{rec.meta.name}") as undo:
+        deps.store.put_sandbox(rec)
+        undo.push("record", lambda: deps.store.delete_sandbox(sid))
+        failpoints.hit("sandbox.record")
+
+        rundir = lay.sandbox_run(sid)
+        rundir.mkdir(parents=True, mode=0o755)
+        undo.push("run dir", lambda: shutil.rmtree(rundir, ignore_errors=True))
+        failpoints.hit("sandbox.rundir")
+
+        created = await asyncio.to_thread(deps.cgroups.ensure, rec.cgroup_parent)
+        undo.push("cgroup parent", lambda: deps.cgroups.remove_created(created))
+        # Persisted at once: a daemon killed from here on must know which cgroups were its own.
+        rec = deps.store.put_sandbox(dataclasses.replace(rec, cgroups_created=tuple(created)))
+        failpoints.hit("sandbox.cgroup")
+
+        req = ns.PinRequest(net=None if rec.network_mode == "node" else lay.netns(sid),
+                            ipc=None if rec.ipc_mode == "node" else lay.ipcns(sid),
+                            uts=None if rec.network_mode == "node" else lay.utsns(sid),
+                            hostname=rec.hostname, sysctls=rec.sysctls)
+        for target in (req.net, req.ipc, req.uts):
+            if target is not None:
+                undo.push(f"unpin {target}", functools.partial(ns.unpin, target))
+        ns.prepare_targets(req)
+        await ns.pin(req)
+        rec = dataclasses.replace(rec, netns_path=str(req.net or ""), ipcns_path=str(req.ipc or ""),
+                                  utsns_path=str(req.uts or ""))
+        failpoints.hit("sandbox.namespaces")
+
+        write_files(rec, rundir)
+        failpoints.hit("sandbox.files")
+
+        if rec.ipc_mode == "node":
+            rec = dataclasses.replace(rec, shm_path="/dev/shm")
+        else:
+            shm = rundir / "shm"
+            shm.mkdir(mode=0o755)
+            undo.push("shm", lambda: mount.umount_all(shm))
+            mount.tmpfs(shm, size=deps.cfg.runtime.shm_size, flags=mount.MS_NOSUID | mount.MS_NODEV
+                        | mount.MS_NOEXEC)
+            rec = dataclasses.replace(rec, shm_path=str(shm))
+        failpoints.hit("sandbox.shm")
+
+        if rec.pid_mode == "pod":
+            undo.push("infra", lambda: infra.remove(deps, sid))
+            pid = await infra.start(deps, rec, config)
+            rec = dataclasses.replace(rec, infra_id=sid, infra_pid=pid)
+        failpoints.hit("sandbox.infra")
+
+        if rec.network_mode != "node":
+            net_req = network_request(rec)
+            undo.push("network", lambda: deps.network.teardown(net_req))
+            status = await deps.network.setup(net_req)
+            rec = dataclasses.replace(rec, ips=tuple(status.ips))
+            if status.ips:
+                files.write_atomic(rundir / "hosts", files.hosts(rec.hostname, status.ips))
+        failpoints.hit("sandbox.network")
+
+        rec = deps.store.put_sandbox(dataclasses.replace(rec, phase=Phase.CREATED))
+        undo.commit()
+    return rec
+
+
+def write_files(rec: SandboxRecord, rundir: Any) -> None:
+    """hostname, hosts and resolv.conf of the pod (host copies for a host-network pod without DNS)."""
+    files.write_atomic(rundir / "hostname", rec.hostname + "\n")
+    if rec.network_mode == "node":
+        files.write_atomic(rundir / "hosts", files.host_text(files.HOST_HOSTS))
+    else:
+        files.write_atomic(rundir / "hosts", files.hosts(rec.hostname, ()))
+    if rec.dns_servers or rec.dns_searches or rec.dns_options:
+        text = files.resolv_conf(rec.dns_servers, rec.dns_searches, rec.dns_options)
+    else:
+        text = files.host_text(files.HOST_RESOLV_CONF)
+    files.write_atomic(rundir / "resolv.conf", text)
+
+
+__all__ = ["create", "initial_record", "network_request", "write_files"]

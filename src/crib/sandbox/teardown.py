@@ -1,0 +1,96 @@
+"""StopPodSandbox and RemovePodSandbox: every step idempotent, so both may be repeated, and a daemon
+restarted half-way (or cleaning up a pod it found still CREATING) runs the same steps again safely.
+
+Stop:   containers (stop signal, grace, SIGKILL) -> PID holder -> CNI DEL -> unmount /dev/shm
+Remove: REMOVING -> containers removed -> stop's steps -> PID holder deleted -> unpin namespaces ->
+        run dir -> cgroup parents crib created (unless another pod still uses them) -> row deleted
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import time
+
+from crib import log
+from crib.sandbox import infra
+from crib.sandbox.create import network_request
+from crib.sandbox.deps import SandboxDeps
+from crib.state.records import Phase, SandboxRecord
+from crib.system import mount, ns
+
+_log = log.get(__name__)
+
+
+async def stop(deps: SandboxDeps, rec: SandboxRecord) -> SandboxRecord:
+    """Stop what the pod runs and release its network; the namespaces stay pinned until removal."""
+    await deps.containers.stop_all(rec.id, float(deps.cfg.runtime.pod_stop_grace))
+    if rec.stopped_at == 0 and rec.phase is Phase.CREATED:  # NOTREADY from here on, even if release fails
+        rec = deps.store.put_sandbox(dataclasses.replace(rec, stopped_at=time.time_ns()))
+    await release(deps, rec)
+    return rec
+
+
+async def release(deps: SandboxDeps, rec: SandboxRecord) -> None:
+    """The parts of stop that do not involve containers."""
+    if rec.infra_id:
+        await infra.stop(deps, rec)
+    if rec.network_mode != "node":
+        await deps.network.teardown(network_request(rec))
+    if rec.shm_path and rec.shm_path != "/dev/shm":
+        mount.umount_all(rec.shm_path)
+
+
+async def remove(deps: SandboxDeps, rec: SandboxRecord) -> None:
+    """Remove the pod and everything it holds."""
+    if rec.phase is not Phase.REMOVING:
+        rec = deps.store.put_sandbox(dataclasses.replace(rec, phase=Phase.REMOVING))
+    await deps.containers.remove_all(rec.id)
+    await purge(deps, rec)
+
+
+async def purge(deps: SandboxDeps, rec: SandboxRecord) -> None:
+    """Everything but the containers: also the undo of a pod found CREATING after a restart."""
+    lay, sid = deps.layout, rec.id
+    await release(deps, rec)
+    await infra.remove(deps, sid)
+    for path in (lay.netns(sid), lay.ipcns(sid), lay.utsns(sid)):
+        ns.unpin(path)
+    rundir = lay.sandbox_run(sid)
+    if rundir.exists():
+        mount.umount_all(rundir / "shm")
+        shutil.rmtree(rundir, ignore_errors=True)
+    if deps.cgroups.v2:  # conmon's leaf (containers/create.py)
+        await asyncio.to_thread(deps.cgroups.remove, f"{rec.cgroup_parent.rstrip('/')}/crib-conmon")
+    # Re-read: while this pod was tearing down, another pod may have handed it a shared parent.
+    rec = deps.store.sandboxes.get(sid, rec)
+    deps.leaving.add(sid)
+    try:
+        mine = _hand_over_shared_cgroups(deps, rec)
+        failed = await asyncio.to_thread(deps.cgroups.remove_created, mine) if mine else []
+        if failed:
+            log.event(_log, 30, "pod cgroups not removed", pod=sid, problems="; ".join(failed))
+        deps.store.delete_sandbox(sid)
+    finally:
+        deps.leaving.discard(sid)
+
+
+def _hand_over_shared_cgroups(deps: SandboxDeps, rec: SandboxRecord) -> list[str]:
+    """The cgroups rec created that no other pod lives under; those still in use pass to such a pod,
+    which then removes them when it goes (so /kubepods made by the first pod goes with the last)."""
+    mine = []
+    for cgroup in rec.cgroups_created:
+        heir = next((s for s in deps.store.sandboxes.values()
+                     if s.id != rec.id and s.id not in deps.leaving
+                     and (s.cgroup_parent == cgroup or s.cgroup_parent.startswith(cgroup.rstrip("/") + "/"))),
+                    None)
+        if heir is None:
+            mine.append(cgroup)
+            continue
+        owned = sorted(set(heir.cgroups_created) | {cgroup}, key=lambda c: c.count("/"))
+        deps.store.put_sandbox(dataclasses.replace(heir, cgroups_created=tuple(owned)))
+    return mine
+
+
+__all__ = ["purge", "release", "remove", "stop"]

@@ -1,0 +1,98 @@
+"""Sandbox and container records: SQLite rows written through, served from memory.
+
+Every change is one transaction (a row upsert or delete) and only then takes effect in memory, so what
+list and status calls see never runs ahead of what a restarted daemon will read back. Names are UNIQUE
+columns: a name is reserved by the same transaction that records the object as CREATING.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+from crib.errors import AlreadyExists
+from crib.state.codec import decode, encode
+from crib.state.db import Database
+from crib.state.records import ContainerRecord, SandboxRecord
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
+    "data TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS containers (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
+    "sandbox_id TEXT NOT NULL, data TEXT NOT NULL)",
+)
+
+
+class RuntimeStore:
+    """The records of every pod and container this daemon knows (see the module note)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        db.migrate(_SCHEMA)
+        self.sandboxes: dict[str, SandboxRecord] = {}
+        self.containers: dict[str, ContainerRecord] = {}
+        for row in db.query("SELECT data FROM sandboxes"):
+            rec = decode(SandboxRecord, row["data"])
+            self.sandboxes[rec.id] = rec
+        for row in db.query("SELECT data FROM containers"):
+            crec = decode(ContainerRecord, row["data"])
+            self.containers[crec.id] = crec
+
+    # ------------------------------------------------------------------------------------------ sandboxes
+
+    def put_sandbox(self, rec: SandboxRecord) -> SandboxRecord:
+        """Insert or replace; AlreadyExists if another sandbox holds the name."""
+        try:
+            with self._db.transaction() as tx:
+                tx.execute("INSERT INTO sandboxes (id, name, data) VALUES (?, ?, ?) ON CONFLICT(id) "
+                           "DO UPDATE SET name = excluded.name, data = excluded.data",
+                           (rec.id, rec.name, encode(rec)))
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"pod sandbox name {rec.name!r} is taken by another sandbox") from exc
+        self.sandboxes[rec.id] = rec
+        return rec
+
+    def delete_sandbox(self, sandbox_id: str) -> None:
+        with self._db.transaction() as tx:
+            tx.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+        self.sandboxes.pop(sandbox_id, None)
+
+    def sandbox_by_name(self, name: str) -> SandboxRecord | None:
+        return next((s for s in self.sandboxes.values() if s.name == name), None)
+
+    # ----------------------------------------------------------------------------------------- containers
+
+    def put_container(self, rec: ContainerRecord) -> ContainerRecord:
+        """Insert or replace; AlreadyExists if another container holds the name."""
+        try:
+            with self._db.transaction() as tx:
+                tx.execute("INSERT INTO containers (id, name, sandbox_id, data) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT(id) DO UPDATE SET name = excluded.name, data = excluded.data",
+                           (rec.id, rec.name, rec.sandbox_id, encode(rec)))
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"container name {rec.name!r} is taken by another container") from exc
+        self.containers[rec.id] = rec
+        return rec
+
+    def put_containers(self, recs: Iterable[ContainerRecord]) -> None:
+        """Several updates in one transaction (exits found on restart)."""
+        recs = list(recs)
+        with self._db.transaction() as tx:
+            for rec in recs:
+                tx.execute("UPDATE containers SET data = ? WHERE id = ?", (encode(rec), rec.id))
+        for rec in recs:
+            self.containers[rec.id] = rec
+
+    def delete_container(self, container_id: str) -> None:
+        with self._db.transaction() as tx:
+            tx.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+        self.containers.pop(container_id, None)
+
+    def container_by_name(self, name: str) -> ContainerRecord | None:
+        return next((c for c in self.containers.values() if c.name == name), None)
+
+    def containers_of(self, sandbox_id: str) -> list[ContainerRecord]:
+        return [c for c in self.containers.values() if c.sandbox_id == sandbox_id]
+
+
+__all__ = ["RuntimeStore"]

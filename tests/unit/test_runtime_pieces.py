@@ -1,0 +1,112 @@
+"""Pure pieces of the runtime layer: conmon's command line, runc's messages, stop signals, events."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from crib.containers.events import ContainerEvent, EventBus, EventKind
+from crib.containers.stop import stop_signal
+from crib.errors import ResourceExhausted
+from crib.runtime import conmon
+from crib.runtime.runc import Runc, runtime_message
+from crib.state.records import ContainerRecord
+
+RUNC = Runc(handler="runc", path="/usr/sbin/runc", root="/run/crib/runc")
+MONITOR = conmon.Monitor(conmon="/usr/bin/conmon", exit_dir=Path("/run/crib/exits"),
+                         socket_dir=Path("/run/crib/attach"), log_size_max=1 << 20)
+
+
+def _launch(**kw: object) -> conmon.Launch:
+    base: dict[str, object] = {"cid": "c" * 64, "name": "web", "bundle": Path("/run/crib/containers/x"),
+                               "log_path": "/var/log/pods/p/web/0.log", "runc": RUNC}
+    base.update(kw)
+    return conmon.Launch(**base)  # type: ignore[arg-type]
+
+
+def test_conmon_argv_names_the_runtime_its_root_and_every_file() -> None:
+    argv = conmon.argv(MONITOR, _launch())
+    joined = " ".join(argv)
+    assert argv[:3] == ["/usr/bin/conmon", "--api-version", "1"]
+    assert "-r /usr/sbin/runc --runtime-arg --root=/run/crib/runc" in joined
+    assert "--exit-dir /run/crib/exits" in joined
+    assert "--socket-dir-path /run/crib/attach" in joined
+    assert "-l k8s-file:/var/log/pods/p/web/0.log" in joined
+    assert "--persist-dir /run/crib/containers/x" in joined
+    assert "--log-size-max 1048576" in joined
+    assert "-t" not in argv
+    assert "-i" not in argv
+
+
+@pytest.mark.parametrize(("kw", "present", "absent"), [
+    ({"terminal": True}, ["-t"], ["-i"]),
+    ({"stdin": True}, ["-i", "--leave-stdin-open"], ["-t"]),
+    ({"stdin": True, "stdin_once": True}, ["-i"], ["--leave-stdin-open"]),
+    ({"log_path": ""}, ["none:"], []),
+], ids=["tty", "stdin", "stdin-once", "no-log"])
+def test_conmon_argv_options(kw: dict[str, object], present: list[str], absent: list[str]) -> None:
+    argv = conmon.argv(MONITOR, _launch(**kw))
+    for flag in present:
+        assert flag in argv
+    for flag in absent:
+        assert flag not in argv
+
+
+def test_runc_log_lines_are_reduced_to_their_messages() -> None:
+    text = ('time="2026-01-01T00:00:00Z" level=error msg="runc create failed: unable to start container '
+            'process: exec: \\"/nope\\": stat /nope: no such file or directory"\n')
+    assert runtime_message(text) == ('runc create failed: unable to start container process: exec: "/nope": '
+                                     "stat /nope: no such file or directory")
+    assert runtime_message("plain text\n") == "plain text"
+
+
+@pytest.mark.parametrize(("image_signal", "expected"), [
+    ("", "SIGTERM"), ("SIGUSR1", "SIGUSR1"), ("usr1", "SIGUSR1"), ("9", "SIGKILL"), ("SIGWINCH", "SIGWINCH"),
+    ("SIGNOPE", "SIGTERM"), ("99", "SIGTERM"),
+], ids=lambda v: str(v) or "default")
+def test_stop_signal_from_the_image(image_signal: str, expected: str) -> None:
+    rec = ContainerRecord(id="x", name="x", sandbox_id="s", meta_name="x", stop_signal=image_signal)
+    assert stop_signal(rec) == expected
+
+
+def _event(kind: EventKind = EventKind.STARTED) -> ContainerEvent:
+    rec = ContainerRecord(id="x", name="x", sandbox_id="s", meta_name="x")
+    return ContainerEvent(kind=kind, at_ns=1, container=rec, sandbox=None, pod_containers=(rec,))
+
+
+async def test_every_subscriber_gets_every_event_in_order() -> None:
+    bus = EventBus()
+    got: list[list[EventKind]] = [[], []]
+
+    async def consume(i: int) -> None:
+        async for e in bus.subscribe():
+            got[i].append(e.kind)
+            if e.kind is EventKind.DELETED:
+                return
+
+    tasks = [asyncio.ensure_future(consume(i)) for i in range(2)]
+    await asyncio.sleep(0)
+    for kind in (EventKind.CREATED, EventKind.STARTED, EventKind.STOPPED, EventKind.DELETED):
+        bus.publish(_event(kind))
+    await asyncio.gather(*tasks)
+    assert got[0] == got[1] == [EventKind.CREATED, EventKind.STARTED, EventKind.STOPPED, EventKind.DELETED]
+    assert bus.subscribers == 0
+
+
+async def test_a_slow_subscriber_is_cut_off_without_blocking_publish() -> None:
+    bus = EventBus(queue_size=4)
+    stream = bus.subscribe()
+    first = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)
+    for _ in range(10):  # never blocks, however far behind the subscriber is
+        bus.publish(_event())
+    assert (await first).kind is EventKind.STARTED
+    async def drain() -> None:
+        while True:
+            await anext(stream)
+
+    with pytest.raises(ResourceExhausted, match="fell 4 events behind"):
+        await drain()
+    assert bus.subscribers == 0
