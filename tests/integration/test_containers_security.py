@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,11 +108,10 @@ def test_dropped_capabilities_are_gone(pod: Pod, pulled: img.Catalogue) -> None:
     assert b"Operation not permitted" in chown.stderr
 
 
-def test_recursive_read_only_mounts(crib: CribDaemon, pod: Pod, pulled: img.Catalogue, tmp_path: Path) -> None:
-    import subprocess
-
+def test_recursive_read_only_mounts(crib: CribDaemon, pod: Pod, pulled: img.Catalogue,
+                                    tmp_path: Path) -> None:
     status = crib.runtime.Status(api.StatusRequest())
-    assert all(h.features.recursive_read_only for h in status.runtime_handlers)
+    assert all(h.features.recursive_read_only_mounts for h in status.runtime_handlers)
     host = tmp_path / "host"
     (host / "sub").mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "cribtest", str(host / "sub")], check=True)

@@ -51,7 +51,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
             for c in self._health.conditions()
         ]
         # Recursive read-only mounts: runc lists "rro" and the kernel has mount_setattr (host facts).
-        features = api.RuntimeHandlerFeatures(recursive_read_only=self._containers.deps.host.rro_supported)
+        rro = self._containers.deps.host.rro_supported
+        features = api.RuntimeHandlerFeatures(recursive_read_only_mounts=rro)
         handlers = [api.RuntimeHandler(name="", features=features)] + [
             api.RuntimeHandler(name=name, features=features) for name in sorted(self._cfg.runtime.handlers)
         ]
