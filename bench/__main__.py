@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "pull": ("bench.pull", "PullImage of a 5-layer ~200 MB image, crib vs containerd"),
+    "runtime": ("bench.runtime", "pod/container lifecycle latencies and per-pod memory, crib vs containerd"),
 }
 
 
