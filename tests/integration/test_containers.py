@@ -261,3 +261,22 @@ def test_image_volumes_get_a_directory_of_their_own(crib: CribDaemon, pod: Pod,
     wait_for(lambda: pod.exec(cid, "cat", "/data/f").stdout == b"v\n", what="the volume write")
     out = pod.exec(cid, "sh", "-c", "echo $CRIB_TEST; pwd")
     assert out.stdout == b"config\n/srv/work\n"
+
+
+def test_runtime_handlers_have_their_own_runc_root(crib_factory, images: img.Catalogue, session_tag: str,
+                                                   tmp_path: Path) -> None:
+    alt_root = tmp_path / "alt-runc"
+    crib = crib_factory({"runtime": {"handlers": {"alt": {"path": "/usr/sbin/runc", "root": str(alt_root)}}}})
+    busybox = images.reference(img.BUSYBOX)
+    pull(crib, busybox)
+    pod = Pod(crib, pod_config(session_tag), handler="alt")
+    try:
+        cid = pod.run(container_config(busybox, command=["sleep", "1000"]))
+        assert (alt_root / cid / "state.json").exists()
+        assert not (crib.runroot / "runc" / cid).exists()
+        assert pod.status(cid).state == api.CONTAINER_RUNNING
+        status = crib.runtime.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=pod.id)).status
+        assert status.runtime_handler == "alt"
+    finally:
+        pod.remove()
+    assert not list(alt_root.iterdir())

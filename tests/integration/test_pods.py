@@ -169,3 +169,18 @@ def test_a_failure_at_any_step_of_run_leaves_nothing(crib_factory, session_tag: 
     assert failpoint in message
     assert not crib.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items
     # The fixture's leak check proves the rest: no mount, pin, cgroup, conmon or file is left.
+
+
+def test_pod_resources_and_overhead_size_the_pod_cgroup(crib: CribDaemon, session_tag: str) -> None:
+    config = pod_config(session_tag)
+    config.linux.resources.CopyFrom(api.LinuxContainerResources(memory_limit_in_bytes=256 << 20,
+                                                                cpu_shares=512, cpu_quota=50000,
+                                                                cpu_period=100000))
+    config.linux.overhead.CopyFrom(api.LinuxContainerResources(memory_limit_in_bytes=16 << 20))
+    sid = _run(crib, config)
+    cgroup = config.linux.cgroup_parent
+    read = lambda ctrl, name: Path(f"/sys/fs/cgroup/{ctrl}{cgroup}/{name}").read_text().strip()  # noqa: E731
+    assert read("memory", "memory.limit_in_bytes") == str(272 << 20)
+    assert read("cpu", "cpu.shares") == "512"
+    assert read("cpu", "cpu.cfs_quota_us") == "50000"
+    crib.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sid))

@@ -85,6 +85,8 @@ async def create(deps: SandboxDeps, rec: SandboxRecord, config: Any) -> SandboxR
         undo.push("cgroup parent", lambda: deps.cgroups.remove_created(created))
         # Persisted at once: a daemon killed from here on must know which cgroups were its own.
         rec = deps.store.put_sandbox(dataclasses.replace(rec, cgroups_created=tuple(created)))
+        if rec.cgroup_parent in created:  # a pod cgroup kubelet made is kubelet's to size
+            await asyncio.to_thread(_size_pod_cgroup, deps, rec.cgroup_parent, config.linux)
         failpoints.hit("sandbox.cgroup")
 
         req = ns.PinRequest(net=None if rec.network_mode == "node" else lay.netns(sid),
@@ -132,6 +134,15 @@ async def create(deps: SandboxDeps, rec: SandboxRecord, config: Any) -> SandboxR
         rec = deps.store.put_sandbox(dataclasses.replace(rec, phase=Phase.CREATED))
         undo.commit()
     return rec
+
+
+def _size_pod_cgroup(deps: SandboxDeps, cgroup: str, linux: Any) -> None:
+    """The pod's limits (LinuxPodSandboxConfig.resources, plus the RuntimeClass overhead) on its cgroup."""
+    res, extra = linux.resources, linux.overhead
+    memory = res.memory_limit_in_bytes + extra.memory_limit_in_bytes if res.memory_limit_in_bytes > 0 else 0
+    quota = res.cpu_quota + max(extra.cpu_quota, 0) if res.cpu_quota > 0 else 0
+    deps.cgroups.set_limits(cgroup, memory=memory, cpu_shares=res.cpu_shares + extra.cpu_shares,
+                            cpu_quota=quota, cpu_period=res.cpu_period)
 
 
 def write_files(rec: SandboxRecord, rundir: Any) -> None:

@@ -150,6 +150,32 @@ class Cgroups:
             target = base / cgroup.strip("/")
             (target / "cgroup.procs").write_text(str(pid))
 
+    def set_limits(self, cgroup: str, *, memory: int = 0, cpu_shares: int = 0, cpu_quota: int = 0,
+                   cpu_period: int = 0) -> None:
+        """Write a pod-level memory limit and CPU weight/quota (0 = leave as is) into cgroup."""
+        if self.v2:
+            base = self.hierarchies[""] / cgroup.strip("/")
+            if memory > 0:
+                (base / "memory.max").write_text(str(memory))
+            if cpu_shares > 0:  # the same conversion runc and kubelet use from v1 shares to v2 weight
+                weight = 1 + ((max(2, min(cpu_shares, 262144)) - 2) * 9999) // 262142
+                (base / "cpu.weight").write_text(str(weight))
+            if cpu_quota > 0:
+                (base / "cpu.max").write_text(f"{cpu_quota} {cpu_period or 100000}")
+            return
+        writes = []
+        if memory > 0:
+            writes.append(("memory", "memory.limit_in_bytes", memory))
+        if cpu_shares > 0:
+            writes.append(("cpu", "cpu.shares", cpu_shares))
+        if cpu_period > 0:
+            writes.append(("cpu", "cpu.cfs_period_us", cpu_period))
+        if cpu_quota > 0:
+            writes.append(("cpu", "cpu.cfs_quota_us", cpu_quota))
+        for controller, name, value in writes:
+            if controller in self.hierarchies:
+                (self.hierarchies[controller] / cgroup.strip("/") / name).write_text(str(value))
+
     def exists(self, cgroup: str) -> bool:
         return all((base / cgroup.strip("/")).is_dir() for base in self.dirs_roots)
 
