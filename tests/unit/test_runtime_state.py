@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,7 @@ def test_records_survive_a_reopen_and_names_are_unique(tmp_path: Path) -> None:
 def _v1(tmp_path: Path) -> Cgroups:
     cg = Cgroups.__new__(Cgroups)
     cg.v2 = False
+    cg._lock = threading.Lock()
     cg.hierarchies = {c: tmp_path / c for c in ("cpuacct", "memory", "pids", "cpu")}
     return cg
 
@@ -94,3 +96,15 @@ def test_ensure_creates_missing_levels_and_remove_created_undoes_exactly_that(tm
     assert cg.remove_created(created) == []
     assert all((base / "kubepods").is_dir() for base in cg.dirs_roots)
     assert not any((base / "kubepods/pod1").exists() for base in cg.dirs_roots)
+
+
+def test_an_existing_parent_with_an_empty_cpuset_is_filled_from_its_own_parent(tmp_path: Path) -> None:
+    cg = _v1(tmp_path)
+    cg.hierarchies["cpuset"] = tmp_path / "cpuset"
+    (tmp_path / "cpuset" / "a").mkdir(parents=True)
+    for name, value in (("cpuset.cpus", "0-1\n"), ("cpuset.mems", "0\n")):
+        (tmp_path / "cpuset" / name).write_text(value)
+        (tmp_path / "cpuset" / "a" / name).write_text("\n")  # created by a racing ensure, not filled yet
+    cg.ensure("/a")
+    assert (tmp_path / "cpuset" / "a" / "cpuset.cpus").read_text() == "0-1\n"
+    assert (tmp_path / "cpuset" / "a" / "cpuset.mems").read_text() == "0\n"

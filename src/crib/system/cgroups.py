@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ class Cgroups:
 
     def __init__(self, root: Path = CGROUP_ROOT) -> None:
         self.v2 = False
+        self._lock = threading.Lock()
         self.hierarchies: dict[str, Path] = {}  # controller (or "name=x") -> mount point
         with contextlib.suppress(OSError):
             self.v2 = _is_cgroup2(root)
@@ -85,6 +87,10 @@ class Cgroups:
     def ensure(self, cgroup: str) -> list[str]:
         """Create cgroup (and missing ancestors) in every hierarchy; returns the paths this call created,
         outermost first, so that remove_created() can undo exactly that."""
+        with self._lock:  # parallel RunPodSandbox calls share parents: no half-initialized cpuset seen
+            return self._ensure(cgroup)
+
+    def _ensure(self, cgroup: str) -> list[str]:
         parts = [p for p in cgroup.strip("/").split("/") if p]
         created: list[str] = []
         for depth in range(1, len(parts) + 1):
@@ -94,10 +100,10 @@ class Cgroups:
                 target = base / rel.lstrip("/")
                 try:
                     target.mkdir()
+                    made = True
                 except FileExistsError:
-                    continue
-                made = True
-                self._init_dir(base, target)
+                    pass
+                self._init_dir(base, target)  # idempotent: fills only what is still empty
             if made:
                 created.append(rel)
         return created
@@ -106,6 +112,9 @@ class Cgroups:
         # A new v1 cpuset cgroup starts with no CPUs and no memory nodes; nothing can join it until they
         # are copied from the parent. v2 needs controllers delegated to the children.
         if self.v2:
+            if (target.parent / "cgroup.subtree_control").exists() and \
+                    (target.parent / "cgroup.subtree_control").read_text().strip():
+                return
             with contextlib.suppress(OSError):
                 ctrls = (target.parent / "cgroup.controllers").read_text().split()
                 (target.parent / "cgroup.subtree_control").write_text(" ".join("+" + c for c in ctrls))
@@ -113,11 +122,12 @@ class Cgroups:
         if base == self.hierarchies.get("cpuset"):
             for name in ("cpuset.cpus", "cpuset.mems"):
                 with contextlib.suppress(OSError):
-                    (target / name).write_text((target.parent / name).read_text())
+                    if not (target / name).read_text().strip():
+                        (target / name).write_text((target.parent / name).read_text())
 
     def remove(self, cgroup: str, *, timeout: float = 5.0) -> list[str]:
         """rmdir cgroup in every hierarchy (retrying while it empties); returns what could not go."""
-        failed = []
+        failed: list[str] = []
         for base in self.dirs_roots:
             target = base / cgroup.strip("/")
             deadline = time.monotonic() + timeout
@@ -135,10 +145,11 @@ class Cgroups:
         return failed
 
     def remove_created(self, created: list[str]) -> list[str]:
-        """Undo ensure(): remove what it created, innermost first."""
+        """Undo ensure(): remove what it created, innermost first (never while another ensure() runs)."""
         failed: list[str] = []
-        for rel in reversed(created):
-            failed += self.remove(rel)
+        with self._lock:
+            for rel in reversed(created):
+                failed += self.remove(rel)
         return failed
 
     def attach(self, cgroup: str, pid: int) -> None:
