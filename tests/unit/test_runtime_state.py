@@ -101,7 +101,9 @@ def test_ensure_creates_missing_levels_and_remove_created_undoes_exactly_that(tm
 def test_an_existing_parent_with_an_empty_cpuset_is_filled_from_its_own_parent(tmp_path: Path) -> None:
     cg = _v1(tmp_path)
     cg.hierarchies["cpuset"] = tmp_path / "cpuset"
-    (tmp_path / "cpuset" / "a").mkdir(parents=True)
+    for base in cg.dirs_roots:
+        base.mkdir()
+    (tmp_path / "cpuset" / "a").mkdir()
     for name, value in (("cpuset.cpus", "0-1\n"), ("cpuset.mems", "0\n")):
         (tmp_path / "cpuset" / name).write_text(value)
         (tmp_path / "cpuset" / "a" / name).write_text("\n")  # created by a racing ensure, not filled yet
