@@ -87,6 +87,9 @@ def test_pull_status_list_remove(daemon: CribDaemon, images: Catalogue) -> None:
     assert not status(daemon, image_id).HasField("image")
     assert not status(daemon, entry.reference).HasField("image")
     remove(daemon, image_id)  # already gone: fine
+    remove(daemon, image_id.split(":")[1])  # a bare hex id that names nothing (critest Idempotence)
+    remove(daemon, "0" * 64)
+    assert not status(daemon, "0" * 64).HasField("image")
     assert list(daemon.images.ListImages(api.ListImagesRequest()).images) == []
     assert list(daemon.images.StreamImages(api.StreamImagesRequest(), timeout=10)) == []
     assert stored(daemon.root) == {"blobs": [], "layers": [], "tmp": []}

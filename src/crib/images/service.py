@@ -220,9 +220,9 @@ class ImageService:
             if rec is not None:
                 return rec
         if _HEX_RE.match(text):
-            rec = self._by_prefix(text)
-            if rec is not None:
-                return rec
+            # A bare hex string names an id (or id prefix): absent means no image, not a bad reference,
+            # so RemoveImage of a gone id succeeds and ImageStatus answers empty, as CRI requires.
+            return self._by_prefix(text)
         if error is not None:
             raise error
         return None
