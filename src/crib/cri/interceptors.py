@@ -8,6 +8,7 @@ INTERNAL instead of taking the daemon down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -92,45 +93,41 @@ _QUIET = frozenset({
 })
 
 
+@contextlib.asynccontextmanager
+async def _tracked(method: str, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """Run one RPC's body: map what it raises to a status, and log the call once it ends."""
+    call = _Call(method, request)
+    try:
+        yield
+    except grpc.aio.AbortError:
+        call.code = context.code() or grpc.StatusCode.UNKNOWN
+        raise
+    except asyncio.CancelledError:
+        call.code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception as exc:
+        await call.fail(context, exc)
+    finally:
+        call.done()
+
+
 def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = _Call(method, request)
-        try:
+        async with _tracked(method, request, context):
             return await inner(request, context)
-        except grpc.aio.AbortError:
-            call.code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            await call.fail(context, exc)
-        finally:
-            call.done()
 
     return behavior
 
 
 def _wrap_stream(method: str, inner: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
     async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = _Call(method, request)
-        try:
+        async with _tracked(method, request, context):
             result = inner(request, context)
             if inspect.isasyncgen(result):
                 async for item in result:
                     yield item
             else:
                 await result
-        except grpc.aio.AbortError:
-            call.code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            await call.fail(context, exc)
-        finally:
-            call.done()
 
     return behavior
 

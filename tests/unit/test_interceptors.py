@@ -1,0 +1,77 @@
+"""The interceptor's wrappers: domain errors become their status, surprises become INTERNAL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+
+from crib import errors
+from crib._proto.runtime.v1 import api_pb2 as api
+from crib.cri.interceptors import _wrap_stream, _wrap_unary
+
+
+class FakeContext:
+    """Records abort() as grpc.aio does: it raises AbortError."""
+
+    def __init__(self) -> None:
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    async def abort(self, code: grpc.StatusCode, message: str) -> None:
+        self.aborted = (code, message)
+        raise grpc.aio.AbortError()
+
+    def code(self) -> grpc.StatusCode | None:
+        return self.aborted[0] if self.aborted else None
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (errors.NotFound("container 'x' not found"), grpc.StatusCode.NOT_FOUND),
+        (errors.InvalidArgument("bad"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.ExternalCommandError("runc exited with status 1: boom"), grpc.StatusCode.UNKNOWN),
+        (KeyError("surprise"), grpc.StatusCode.INTERNAL),
+    ],
+    ids=["not-found", "invalid", "external", "unexpected"],
+)
+async def test_unary_errors_become_statuses(exc: Exception, code: grpc.StatusCode) -> None:
+    async def inner(request: Any, context: Any) -> Any:
+        raise exc
+
+    ctx = FakeContext()
+    with pytest.raises(grpc.aio.AbortError):
+        await _wrap_unary("StopContainer", inner)(api.StopContainerRequest(container_id="x"), ctx)
+    assert ctx.aborted is not None
+    assert ctx.aborted[0] == code
+    if code == grpc.StatusCode.INTERNAL:
+        assert "internal error in StopContainer: KeyError" in ctx.aborted[1]
+    else:
+        assert ctx.aborted[1] == str(exc)
+
+
+async def test_unary_success_passes_the_reply_through() -> None:
+    async def inner(request: Any, context: Any) -> Any:
+        return api.VersionResponse(version="0.1.0")
+
+    reply = await _wrap_unary("Version", inner)(api.VersionRequest(), FakeContext())
+    assert reply.version == "0.1.0"
+
+
+async def test_stream_yields_items_then_maps_a_late_error() -> None:
+    async def inner(request: Any, context: Any) -> Any:
+        yield api.ContainerEventResponse(container_id="a")
+        raise errors.Unavailable("event source closed")
+
+    ctx = FakeContext()
+    got: list[str] = []
+
+    async def consume() -> None:
+        async for item in _wrap_stream("GetContainerEvents", inner)(api.GetEventsRequest(), ctx):
+            got.append(item.container_id)
+
+    with pytest.raises(grpc.aio.AbortError):
+        await consume()
+    assert got == ["a"]
+    assert ctx.aborted == (grpc.StatusCode.UNAVAILABLE, "event source closed")
