@@ -53,7 +53,7 @@ integration: venv
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check src tests scripts bench
+	$(VENV)/bin/ruff check src tests scripts bench examples
 	$(VENV)/bin/mypy
 
 proto: venv

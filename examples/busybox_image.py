@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fixtures.images import busybox_layer, host_platform  # noqa: E402
-from tests.fixtures.oci import build_image, write_oci_layout_tar  # noqa: E402
+from tests.fixtures.images import busybox_layer, host_platform
+from tests.fixtures.oci import build_image, write_oci_layout_tar
 
 DEFAULT_NAME = "example.com/busybox:latest"
 
@@ -24,7 +24,8 @@ DEFAULT_NAME = "example.com/busybox:latest"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dest", type=Path, help="the OCI layout tar to write")
-    parser.add_argument("--name", default=DEFAULT_NAME, help=f"reference recorded in the layout [{DEFAULT_NAME}]")
+    parser.add_argument("--name", default=DEFAULT_NAME,
+                        help=f"reference recorded in the layout [{DEFAULT_NAME}]")
     args = parser.parse_args()
     image = build_image([busybox_layer(hardlink_applets=True)], platform=host_platform())
     write_oci_layout_tar(args.dest, {args.name: image})
