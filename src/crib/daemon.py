@@ -117,6 +117,7 @@ async def _serve_locked(cfg: Config) -> None:
             # Pods and containers are restored before serving: creations a crash cut are undone (CNI DEL
             # included, hence after network.start) and exits that happened while down are recorded.
             node = await build_node(cfg, db, network, images)
+            await _reconcile_network(network, node)
             images.set_users(node.containers)
             try:
                 await _serve_with(cfg, health, network, images, node)
@@ -127,6 +128,23 @@ async def _serve_locked(cfg: Config) -> None:
     finally:
         await images.close()
         db.close()
+
+
+async def _reconcile_network(network: CNIManager, node: Node) -> None:
+    """DEL the cached attachments of pods the restored state no longer has (a crash between a pod's
+    removal and its cache entry's, a wiped state.db), then let 1.1.0 plugins GC the rest.
+
+    Only after restore: restore itself tears down the pods it undoes, with their own records, so what is
+    left over here truly belongs to nobody. A failure is logged and retried at the next start; it never
+    keeps the daemon from serving.
+    """
+    try:
+        failed = await network.reconcile(set(node.store.sandboxes))
+    except Exception:
+        _log.exception("reconciling the CNI attachments with the pods failed; retried at the next start")
+        return
+    if failed:
+        log.event(_log, 30, "stale network attachments kept for the next start", pods=",".join(failed))
 
 
 async def _serve_with(cfg: Config, health: Health, network: CNIManager, images: ImageService,
