@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures import leaks
+from tests.fixtures.cni import Testbed
 from tests.fixtures.daemon import CribDaemon
 
 # Fixtures of the registry and image builder, shared by every integration test module.
@@ -74,3 +75,13 @@ def crib_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cal
 def crib(crib_factory: Callable[..., CribDaemon]) -> CribDaemon:
     """A crib daemon on embedded defaults (plus per-test root, runroot and socket)."""
     return crib_factory()
+
+
+@pytest.fixture
+def bed(tmp_path: Path) -> Iterator[Testbed]:
+    """A CNI test bed of the test's own (conf dir, bridge, subnet, lease dir), removed afterwards."""
+    testbed = Testbed(tmp_path / "cni", SESSION_TAG)
+    try:
+        yield testbed
+    finally:
+        testbed.cleanup()

@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from crib._proto.runtime.v1 import api_pb2 as api
 from tests.fixtures import images as img
 from tests.fixtures.cni import Testbed
 from tests.fixtures.cri import Pod, container_config, pod_config, pull, wait_for
-
-
-@pytest.fixture
-def bed(tmp_path: Path, session_tag: str) -> Iterator[Testbed]:
-    testbed = Testbed(tmp_path / "cni", session_tag)
-    try:
-        yield testbed
-    finally:
-        testbed.cleanup()
 
 
 def test_pods_get_ips_talk_to_each_other_and_release_them_on_stop(crib_factory, bed: Testbed,
