@@ -1,6 +1,6 @@
 """How much the CNI conf-dir watcher costs, and how fast a fixed config turns NetworkReady true.
 
-    .venv/bin/python -m bench.network_watch [--polls 5000] [--changes 20]
+    .venv/bin/python -m bench network-watch [--polls 5000] [--changes 20]
 
 Prints the cost of one poll (stat of the conf dir and both plugin dirs), the CPU share at the 1 s interval
 crib uses, and the latency from writing a valid conflist to NetworkReady=true in an in-process manager (with
@@ -17,6 +17,7 @@ import json
 import logging
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -65,12 +66,13 @@ async def reaction(conf_dir: Path, root: Path, changes: int, interval: float) ->
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench network-watch",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--polls", type=int, default=5000)
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--interval", type=float, default=1.0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.getLogger("crib").setLevel(logging.ERROR)  # the readiness flips are the point, not news
     with tempfile.TemporaryDirectory() as tmp:
         conf_dir = Path(tmp) / "net.d"
@@ -84,7 +86,8 @@ def main() -> None:
         q = statistics.quantiles(latencies, n=20)
         print(f"config fixed -> NetworkReady: p50 {statistics.median(latencies) * 1e3:.0f} ms, "
               f"p95 {q[18] * 1e3:.0f} ms, max {max(latencies) * 1e3:.0f} ms over {len(latencies)} changes")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
