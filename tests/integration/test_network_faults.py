@@ -119,6 +119,39 @@ def test_a_del_failure_keeps_the_namespace_pinned_until_del_succeeds(
     assert bed.leaks(ips) == []  # the ipMasq rule included
 
 
+def test_add_and_its_undo_both_failing_keep_the_pod_notready_until_remove_releases_it(
+        crib_factory: Callable[..., CribDaemon], bed: Testbed, session_tag: str) -> None:
+    """A failed ADD whose DEL fails too: unpinning then would strand bridge's ipMasq rule for good, so the
+    pod stays (NOTREADY, namespace pinned) for kubelet's RemovePodSandbox to finish."""
+    failing = bed.tmp / "plugin-fails"
+    failing.touch()
+    broken = _failpoint(fail=["ADD", "DEL"], when="after", while_exists=str(failing), msg="portmap is broken")
+    bed.write_conflist([bed.bridge_plugin(), broken, {"type": "loopback"}])
+    daemon = daemon_on(crib_factory, bed)
+    config = pod_config(session_tag, ports=_ports())
+    code, details = code_of(lambda: run_pod(daemon, bed, config))
+    assert code == grpc.StatusCode.UNKNOWN
+    assert "failpoint failed ADD" in details
+    assert "undoing it with DEL failed too" in details
+    (sid,) = _listed(daemon)
+    bed.sandbox_ids.append(sid)
+    assert f"pod {sid} is kept NOTREADY with its network namespace until RemovePodSandbox" in details
+    try:
+        assert pod_state(daemon, sid) == api.SANDBOX_NOTREADY
+        assert is_pinned_netns(daemon.runroot / "netns" / sid)
+        assert len(cache_entries(daemon)) == 1
+        assert not (daemon.runroot / "sandboxes" / sid).exists()  # everything else was undone
+        assert bed.leaks(), "bridge's address and masquerade rule are still owed a DEL"
+        failing.unlink()
+        daemon.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=60)
+        assert _listed(daemon) == []
+        assert cache_entries(daemon) == []
+        assert bed.leaks() == []
+    finally:
+        failing.unlink(missing_ok=True)
+        remove_pod(daemon, sid)
+
+
 def _gone(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"

@@ -313,7 +313,7 @@ class CNIManager:
         except Exception as exc:
             log.event(_log, 40, "DEL after a failed ADD failed; the pod's teardown retries it",
                       sandbox=att.container_id, network=att.network_name, error=str(exc))
-            return f"; undoing it with DEL failed too ({exc}); StopPodSandbox retries it"
+            return f"; undoing it with DEL failed too ({exc}); the pod's teardown retries it"
         return "; the partial attachment was removed (DEL ran)"
 
     async def _delete(self, att: Attachment) -> None:

@@ -7,6 +7,11 @@
 A failure anywhere runs the undos in reverse (state/undo.py) and leaves nothing: no mount, no pinned
 namespace, no cgroup, no conmon, no file, no row. Each step ends with a failpoint (failpoints.py) so that
 the tests can prove it.
+
+One exception, on purpose: when the CNI DEL that undoes a failed ADD fails too, the network namespace stays
+pinned and the pod is kept as a NOTREADY pod holding nothing else. A DEL without the namespace cannot undo
+everything (bridge finds the masquerade rule it must delete through the pod's addresses), and a kept pod
+is what kubelet (and crictl rmp) can see and remove: RemovePodSandbox then retries the DEL and unpins.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import re
 import shutil
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
-from crib import failpoints
+from crib import failpoints, log
 from crib.network import PodNetworkRequest, PortMapping
 from crib.sandbox import files, infra, policy
 from crib.sandbox.deps import SandboxDeps
@@ -28,6 +34,7 @@ from crib.state.records import Phase, PodMeta, SandboxRecord
 from crib.state.undo import Undo
 from crib.system import mount, ns
 
+_log = log.get(__name__)
 _PROTOCOLS = {0: "tcp", 1: "udp", 2: "sctp"}
 _HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -69,11 +76,51 @@ def initial_record(deps: SandboxDeps, sid: str, config: Any, handler: str) -> Sa
 
 
 async def create(deps: SandboxDeps, rec: SandboxRecord, config: Any) -> SandboxRecord:
-    """Carry out RunPodSandbox for the CREATING record rec; returns the CREATED record."""
+    """Carry out RunPodSandbox for the CREATING record rec; returns the CREATED record.
+
+    Raises:
+        CribError: the step that failed; when even the network could not be released, the message says
+            that the pod is kept NOTREADY for RemovePodSandbox (see the module note).
+    """
+    kept: list[SandboxRecord] = []
+    try:
+        return await _create(deps, rec, config, kept)
+    except Exception as exc:
+        if kept and exc.args and isinstance(exc.args[0], str):
+            exc.args = (f"{exc.args[0]}; pod {rec.id} is kept NOTREADY with its network namespace until "
+                        "RemovePodSandbox can release its network", *exc.args[1:])
+        raise
+
+
+async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
+                  kept: list[SandboxRecord]) -> SandboxRecord:
     lay, sid = deps.layout, rec.id
+    network_owed = False  # set when the undo's CNI DEL failed: keep the netns pin and the record
+
+    async def undo_network(net_req: PodNetworkRequest) -> None:
+        nonlocal network_owed
+        network_owed = True  # until DEL returns: a DEL that fails, times out or is cancelled keeps the pin
+        await deps.network.teardown(net_req)
+        network_owed = False
+
+    def undo_netns(target: Path) -> None:
+        if not network_owed:
+            ns.unpin(target)
+
+    def undo_record() -> None:
+        if not network_owed:
+            deps.store.delete_sandbox(sid)
+            return
+        # Everything else is undone by now: the pod holds its netns pin and its CNI cache entry only.
+        kept.append(deps.store.put_sandbox(dataclasses.replace(
+            rec, phase=Phase.CREATED, stopped_at=time.time_ns(), ips=(), cgroups_created=(), shm_path="",
+            infra_id="", infra_pid=0, ipcns_path="", utsns_path="")))
+        log.event(_log, 40, "pod network not released after a failed RunPodSandbox; pod kept NOTREADY "
+                  "for RemovePodSandbox", pod=sid, netns=rec.netns_path)
+
     async with Undo(f"pod {rec.meta.namespace}/{rec.meta.name}") as undo:
         deps.store.put_sandbox(rec)
-        undo.push("record", lambda: deps.store.delete_sandbox(sid))
+        undo.push("record", undo_record)
         failpoints.hit("sandbox.record")
 
         rundir = lay.sandbox_run(sid)
@@ -93,7 +140,9 @@ async def create(deps: SandboxDeps, rec: SandboxRecord, config: Any) -> SandboxR
                             ipc=None if rec.ipc_mode == "node" else lay.ipcns(sid),
                             uts=None if rec.network_mode == "node" else lay.utsns(sid),
                             hostname=rec.hostname, sysctls=rec.sysctls)
-        for target in (req.net, req.ipc, req.uts):
+        if req.net is not None:
+            undo.push(f"unpin {req.net}", functools.partial(undo_netns, req.net))
+        for target in (req.ipc, req.uts):
             if target is not None:
                 undo.push(f"unpin {target}", functools.partial(ns.unpin, target))
         ns.prepare_targets(req)
@@ -124,7 +173,7 @@ async def create(deps: SandboxDeps, rec: SandboxRecord, config: Any) -> SandboxR
 
         if rec.network_mode != "node":
             net_req = network_request(rec)
-            undo.push("network", lambda: deps.network.teardown(net_req))
+            undo.push("network", functools.partial(undo_network, net_req))
             status = await deps.network.setup(net_req)
             rec = dataclasses.replace(rec, ips=tuple(status.ips))
             if status.ips:
