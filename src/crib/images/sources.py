@@ -51,6 +51,16 @@ class RegistrySource:
         return await self.session.blob(desc.digest, limit, what)
 
 
+async def _pump(fh: typing.IO[bytes], write: Write, on_bytes: OnBytes) -> None:
+    """Copy a local file into the pull pipeline in chunks, reading off the event loop."""
+    while True:
+        data = await asyncio.to_thread(fh.read, CHUNK)
+        if not data:
+            return
+        on_bytes(len(data))
+        await write(data)
+
+
 class FileSource:
     """Blobs as files: an OCI layout directory (`blobs/<alg>/<hex>`) or explicit paths (docker-archive)."""
 
@@ -64,12 +74,7 @@ class FileSource:
     async def fetch(self, desc: Descriptor, write: Write, on_bytes: OnBytes, what: str) -> None:
         fh = await asyncio.to_thread(open, self._locate(desc.digest), "rb")
         try:
-            while True:
-                data = await asyncio.to_thread(fh.read, CHUNK)
-                if not data:
-                    return
-                on_bytes(len(data))
-                await write(data)
+            await _pump(fh, write, on_bytes)
         finally:
             fh.close()
 
@@ -103,12 +108,7 @@ class TarMemberSource:
     async def fetch(self, desc: Descriptor, write: Write, on_bytes: OnBytes, what: str) -> None:
         tar, fh = await asyncio.to_thread(self._open, desc.digest)
         try:
-            while True:
-                data = await asyncio.to_thread(fh.read, CHUNK)
-                if not data:
-                    return
-                on_bytes(len(data))
-                await write(data)
+            await _pump(fh, write, on_bytes)
         finally:
             tar.close()
 
