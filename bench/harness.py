@@ -185,6 +185,18 @@ def interleaved(contenders: list[Contender], runs: int, measure: Callable[[Any],
 # ------------------------------------------------------------------------------------------- statistics
 
 
+def remove_cgroups(tag: str) -> None:
+    """Remove the (empty) cgroup trees a benchmark's pods used, named /<tag>/... in every hierarchy."""
+    for base in Path("/sys/fs/cgroup").iterdir():
+        top = base / tag
+        if top.is_dir():
+            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 

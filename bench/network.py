@@ -106,17 +106,6 @@ def report(title: str, times: dict[str, dict[str, list[float]]]) -> dict[str, An
     return out
 
 
-def _remove_cgroups() -> None:
-    for base in Path("/sys/fs/cgroup").iterdir():
-        top = base / TAG
-        if top.is_dir():
-            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-            with contextlib.suppress(OSError):
-                top.rmdir()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench network", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=50)
@@ -157,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                     ctrd.stop()
                     crib.stop()
         finally:
-            _remove_cgroups()
+            harness.remove_cgroups(TAG)
             bed.cleanup()
             if not var_lib_cni_existed:
                 shutil.rmtree("/var/lib/cni/results", ignore_errors=True)

@@ -252,15 +252,6 @@ def memory(runtimes: list[Runtime], count: int) -> dict[str, Any]:
     return out
 
 
-def _remove_cgroups() -> None:
-    for base in Path("/sys/fs/cgroup").iterdir():
-        top = base / TAG
-        if top.is_dir():
-            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                d.rmdir()
-            top.rmdir()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench runtime", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=50)
@@ -298,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 ctrd.stop()
                 crib.stop()
-                _remove_cgroups()
+                harness.remove_cgroups(TAG)
                 for bed in beds.values():
                     bed.cleanup()
     if args.json:
