@@ -197,13 +197,18 @@ def _host_path(value: str, where: str, source: str) -> str:
     return value.rstrip("/")
 
 
-def _parse_mirror(raw: Any, where: str, source: str) -> Mirror:
+def _check_table(raw: Any, known: set[str], where: str, source: str) -> None:
+    """A [[registry]] or [[registry.mirror]] entry must be a table holding only keys crib knows."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {where} must be a table")
-    unknown = set(raw) - _MIRROR_KEYS
+    unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))} in {where}; known: "
-                          f"{', '.join(sorted(_MIRROR_KEYS))}")
+                          f"{', '.join(sorted(known))}")
+
+
+def _parse_mirror(raw: Any, where: str, source: str) -> Mirror:
+    _check_table(raw, _MIRROR_KEYS, where, source)
     location = _host_path(_str(raw.get("location", ""), f"{where}.location", source), f"{where}.location",
                           source)
     if not location:
@@ -218,12 +223,7 @@ def _parse_mirror(raw: Any, where: str, source: str) -> Mirror:
 
 def _parse_registry(raw: Any, index: int, source: str) -> Registry:
     where = f"[[registry]] #{index + 1}"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {where} must be a table")
-    unknown = set(raw) - _REGISTRY_KEYS
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))} in {where}; known: "
-                          f"{', '.join(sorted(_REGISTRY_KEYS))}")
+    _check_table(raw, _REGISTRY_KEYS, where, source)
     location = _host_path(_str(raw.get("location", ""), f"{where}.location", source), f"{where}.location",
                           source)
     prefix = _host_path(_str(raw.get("prefix", ""), f"{where}.prefix", source), f"{where}.prefix", source)
