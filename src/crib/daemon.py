@@ -28,6 +28,7 @@ from crib.network import CNIManager
 from crib.node import Node, build_node
 from crib.runtime import Health
 from crib.state import Database
+from crib.system import ns
 
 _log = log.get(__name__)
 
@@ -111,6 +112,7 @@ async def _serve_locked(cfg: Config) -> None:
         db.close()
         raise StartupError(str(exc)) from exc
     try:
+        ns.start_helper()  # the namespace helper's interpreter starts now, not in the first RunPodSandbox
         await images.start()
         await network.start()  # loads (or writes) the CNI config; not-ready is a state, never a start failure
         try:
@@ -126,6 +128,7 @@ async def _serve_locked(cfg: Config) -> None:
         finally:
             await network.stop()
     finally:
+        ns.stop_helper()
         await images.close()
         db.close()
 

@@ -255,4 +255,51 @@ def run_sync(argv: Sequence[str], *, timeout: float, input: bytes | None = None,
     return result
 
 
-__all__ = ["Child", "Result", "describe_failure", "run", "run_sync", "start", "tail"]
+def spawn_resident(argv: Sequence[str], *, pass_fds: Sequence[int] = (),
+                   env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a long-lived helper process that is not tied to an event loop, and return it at once.
+
+    For helpers that serve many requests over a socket (the namespace helper): the caller bounds each
+    request itself, kills and reaps the helper with stop_resident() when a request runs over, and reads
+    why it died with resident_stderr(). stdin and stdout are /dev/null; stderr is kept in a pipe that
+    holds the helper's last words (a traceback) for the error.
+
+    Raises:
+        ExternalCommandError: the program could not be started.
+    """
+    args = tuple(argv)
+    try:
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, pass_fds=tuple(pass_fds),
+                                env=dict(env) if env is not None else None, start_new_session=True)
+    except OSError as exc:
+        raise ExternalCommandError(f"cannot run {args[0]}: {exc.strerror or exc}", argv=list(args)) from exc
+
+
+def stop_resident(helper: subprocess.Popen[bytes], *, timeout: float = 5.0) -> int | None:
+    """SIGKILL and reap a resident helper (idempotent); returns its exit status (None if it outlived timeout,
+    which only a process stuck in the kernel does)."""
+    if helper.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            helper.kill()
+    try:
+        return helper.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def resident_stderr(helper: subprocess.Popen[bytes]) -> str:
+    """The tail of what a dead resident helper wrote on stderr (without blocking), then the pipe is closed."""
+    pipe = helper.stderr
+    if pipe is None or pipe.closed:
+        return ""
+    data = b""
+    with contextlib.suppress(OSError):
+        os.set_blocking(pipe.fileno(), False)
+        data = pipe.read() or b""
+    pipe.close()
+    return tail(data)
+
+
+__all__ = ["Child", "Result", "describe_failure", "resident_stderr", "run", "run_sync", "spawn_resident",
+           "start", "stop_resident", "tail"]
