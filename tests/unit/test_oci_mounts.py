@@ -172,14 +172,18 @@ def test_paths_are_normalized() -> None:
      r"mounts\[0\].container_path 'data'"),
     (api.Mount(container_path="/data", host_path="srv"), InvalidArgument, r"mounts\[0\].host_path 'srv'"),
     (api.Mount(container_path="/data", host_path="/srv", propagation=9), InvalidArgument, "propagation 9"),
-    (api.Mount(container_path="/data", host_path="/srv", image=api.ImageSpec(image="busybox")), Unimplemented,
-     "image volumes are not supported"),
+    (api.Mount(container_path="/data", host_path="/srv", image=api.ImageSpec(image="busybox"), readonly=True),
+     InvalidArgument, "names both an image"),
+    (api.Mount(container_path="/data", image=api.ImageSpec(image="busybox")), InvalidArgument,
+     "image volumes are read-only: set readonly"),
+    (api.Mount(container_path="/data", host_path="/srv", image_sub_path="etc"), InvalidArgument,
+     "names no image"),
     (api.Mount(container_path="/data", host_path="/srv",
                uidMappings=[api.IDMapping(host_id=1000, container_id=0, length=1)]), Unimplemented,
      "ID-mapped mounts"),
     (api.Mount(container_path="/./", host_path="/srv"), InvalidArgument, "over the root filesystem"),
-], ids=["relative-container-path", "relative-host-path", "unknown-propagation", "image-mount", "idmapped",
-        "over-root"])
+], ids=["relative-container-path", "relative-host-path", "unknown-propagation", "image-and-host-path",
+        "image-read-write", "sub-path-without-image", "idmapped", "over-root"])
 def test_invalid_cri_mounts(mount: api.Mount, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         build_container_spec(container_inputs(container_config(mounts=[mount])))
@@ -215,6 +219,27 @@ def test_image_volume_covered_by_a_pod_file_is_skipped() -> None:
 def test_image_volume_without_a_dir_is_a_caller_bug() -> None:
     with pytest.raises(ValueError, match="no directory given for image volume /data"):
         build_container_spec(container_inputs(image=ImageConfig(volumes=("/data",))))
+
+
+def test_image_mount_binds_the_mounted_image_read_only() -> None:
+    mounts = [api.Mount(container_path="/mnt/img/", image=api.ImageSpec(image="sha256:abc"), readonly=True,
+                        image_sub_path="etc"),
+              api.Mount(container_path="/data", host_path="/srv")]
+    source = "/run/crib/containers/c/image-volumes/0/etc"
+    spec = build_container_spec(container_inputs(container_config(mounts=mounts), image_mounts={0: source}))
+    by = _by_destination(spec["mounts"])
+    assert by["/mnt/img"] == {"destination": "/mnt/img", "type": "bind",
+                              "source": source,
+                              "options": ["rbind", "rprivate", "nosuid", "nodev", "ro"]}
+    assert by["/data"]["source"] == "/srv"
+    # an image mount covers an image VOLUME at its path, like any CRI mount
+    assert image_volumes_needed(container_config(mounts=mounts), ImageConfig(volumes=("/mnt/img",))) == ()
+
+
+def test_image_mount_without_a_mounted_image_is_a_caller_bug() -> None:
+    mount = api.Mount(container_path="/mnt/img", image=api.ImageSpec(image="busybox"), readonly=True)
+    with pytest.raises(ValueError, match="no mounted image given"):
+        build_container_spec(container_inputs(container_config(mounts=[mount])))
 
 
 def _device(host_path: str, container_path: str, permissions: str = "rwm") -> api.Device:

@@ -1,8 +1,8 @@
 """CreateContainer, step by step (see sandbox/create.py for the discipline):
 
-    resolve image -> record CREATING (reserves the name) -> writable layer dirs -> overlay rootfs ->
-    passwd/group, VOLUME dirs, devices -> config.json (crib.oci) -> conmon + runc create (conmon placed
-    in the pod's cgroup first) -> record CREATED
+    resolve image (and image volumes) -> record CREATING (reserves the name) -> writable layer dirs ->
+    overlay rootfs -> image volumes mounted read-only -> passwd/group, VOLUME dirs, devices -> config.json
+    (crib.oci) -> conmon + runc create (conmon placed in the pod's cgroup first) -> record CREATED
 
 A failure anywhere runs the undos in reverse and leaves nothing: no mount, no directory, no conmon, no
 runc state, no row. Each step ends with a failpoint so that the tests can prove it.
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from crib import failpoints, oci
+from crib.containers import imagevols
 from crib.containers import inputs as gather
 from crib.containers.deps import ContainerDeps
 from crib.errors import FailedPrecondition
@@ -64,8 +65,18 @@ def resources_record(res: Any, applied: dict[str, Any]) -> ResourcesRecord:
         hugepage_limits={h.page_size: h.limit for h in res.hugepage_limits}, unified=dict(res.unified))
 
 
-def initial_record(cid: str, name: str, sandbox: SandboxRecord, config: Any,
-                   image: ImageRecord) -> ContainerRecord:
+def _mount_record(m: Any, volume: ImageRecord | None) -> MountRecord:
+    return MountRecord(container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
+                       recursive_read_only=m.recursive_read_only, selinux_relabel=m.selinux_relabel,
+                       propagation=m.propagation, image=m.image.image if volume else "",
+                       image_id=volume.id if volume else "",
+                       image_sub_path=m.image_sub_path if volume else "")
+
+
+def initial_record(cid: str, name: str, sandbox: SandboxRecord, config: Any, image: ImageRecord,
+                   volumes: dict[int, ImageRecord] | None = None) -> ContainerRecord:
+    """The CREATING record; volumes are the images of the image mounts, by mount index."""
+    volumes = volumes or {}
     return ContainerRecord(
         id=cid, name=name, sandbox_id=sandbox.id, meta_name=config.metadata.name,
         attempt=config.metadata.attempt, phase=Phase.CREATING, created_at=time.time_ns(),
@@ -73,16 +84,18 @@ def initial_record(cid: str, name: str, sandbox: SandboxRecord, config: Any,
         image=config.image.user_specified_image or config.image.image, image_id=image.id,
         image_ref=image.repo_digests[0] if image.repo_digests else image.id,
         runtime_handler=sandbox.runtime_handler, log_path=log_path(sandbox, config),
-        mounts=tuple(MountRecord(container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
-                                 recursive_read_only=m.recursive_read_only, selinux_relabel=m.selinux_relabel,
-                                 propagation=m.propagation) for m in config.mounts),
+        mounts=tuple(_mount_record(m, volumes.get(i)) for i, m in enumerate(config.mounts)),
         stop_signal=image.config.stop_signal, tty=config.tty, stdin=config.stdin,
         stdin_once=config.stdin_once)
 
 
 async def create(deps: ContainerDeps, rec: ContainerRecord, sandbox: SandboxRecord, config: Any,
-                 sandbox_config: Any, image: ImageRecord) -> ContainerRecord:
-    """Carry out CreateContainer for the CREATING record rec; returns the CREATED record."""
+                 sandbox_config: Any, image: ImageRecord,
+                 volumes: dict[int, ImageRecord] | None = None) -> ContainerRecord:
+    """Carry out CreateContainer for the CREATING record rec; returns the CREATED record.
+
+    volumes: the images of config's image mounts by mount index (imagevols.resolve).
+    """
     lay, cid = deps.layout, rec.id
     fs = Rootfs(data=lay.container_data(cid), target=lay.bundle(cid) / "rootfs")
     runc = deps.runcs[sandbox.runtime_handler]
@@ -101,7 +114,13 @@ async def create(deps: ContainerDeps, rec: ContainerRecord, sandbox: SandboxReco
         await asyncio.to_thread(overlay.mount_rootfs, fs, layers)
         failpoints.hit("container.rootfs")
 
-        spec = await asyncio.to_thread(_build_spec, deps, rec, sandbox, config, sandbox_config, image, fs)
+        undo.push("image volumes", lambda: imagevols.unmount_all(bundle))
+        image_mounts = await asyncio.to_thread(imagevols.mount_all, deps.images, bundle, config,
+                                               volumes or {})
+        failpoints.hit("container.image_volumes")
+
+        spec = await asyncio.to_thread(_build_spec, deps, rec, sandbox, config, sandbox_config, image, fs,
+                                       image_mounts)
         _check_propagation(spec, config.metadata.name)
         (bundle / "config.json").write_text(json.dumps(spec))
         failpoints.hit("container.spec")
@@ -133,14 +152,16 @@ async def create(deps: ContainerDeps, rec: ContainerRecord, sandbox: SandboxReco
 
 
 def _build_spec(deps: ContainerDeps, rec: ContainerRecord, sandbox: SandboxRecord, config: Any,
-                sandbox_config: Any, image: ImageRecord, fs: Rootfs) -> dict[str, Any]:
+                sandbox_config: Any, image: ImageRecord, fs: Rootfs,
+                image_mounts: dict[int, str]) -> dict[str, Any]:
     needed = oci.image_volumes_needed(config, image.config)
     inputs = oci.ContainerInputs(
         container_id=rec.id, config=config, sandbox_config=sandbox_config,
         sandbox=sandbox_info(deps.layout, sandbox), image=image.config, image_name=rec.image,
         rootfs_path=str(fs.target), host=deps.host,
         passwd=overlay.read_file(fs, "/etc/passwd"), group=overlay.read_file(fs, "/etc/group"),
-        volume_dirs=gather.volume_dirs(fs, needed), device_nodes=gather.device_nodes(config),
+        volume_dirs=gather.volume_dirs(fs, needed), image_mounts=image_mounts,
+        device_nodes=gather.device_nodes(config),
         target_pid_ns=gather.target_pid_ns(config, deps.store.containers),
         load_localhost=gather.localhost_loader(deps.cfg.runtime.seccomp_profile_root))
     spec: dict[str, Any] = oci.build_container_spec(inputs)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from crib import ids, log
 from crib.containers import create as create_mod
 from crib.containers import exec as exec_mod
+from crib.containers import imagevols
 from crib.containers.deps import ContainerDeps
 from crib.containers.events import ContainerEvent, EventKind
 from crib.containers.stop import terminate
@@ -86,10 +87,11 @@ class ContainerService:
             except NotFound as exc:
                 raise NotFound(f"container {config.metadata.name!r}: image {config.image.image} is not "
                                f"present on the node; pull it first ({exc})") from exc
+            volumes = imagevols.resolve(self.deps.images, config)
             cid = ids.new_id()
-            rec = create_mod.initial_record(cid, name, sandbox, config, image)
+            rec = create_mod.initial_record(cid, name, sandbox, config, image, volumes)
             async with self.deps.locks.hold(cid):
-                rec = await create_mod.create(self.deps, rec, sandbox, config, sandbox_config, image)
+                rec = await create_mod.create(self.deps, rec, sandbox, config, sandbox_config, image, volumes)
             log.event(_log, 20, "container created", container=cid, name=name, pid=rec.pid)
             self._publish(EventKind.CREATED, rec)
             claim.done(cid)
@@ -148,6 +150,7 @@ class ContainerService:
         with contextlib.suppress(FileNotFoundError):
             (lay.attach / rec.id).unlink()
         fs = Rootfs(data=lay.container_data(rec.id), target=bundle / "rootfs")
+        await asyncio.to_thread(imagevols.unmount_all, bundle)
         await asyncio.to_thread(overlay.remove, fs)
         await asyncio.to_thread(shutil.rmtree, bundle, True)
         self.deps.store.delete_container(rec.id)
@@ -239,8 +242,10 @@ class ContainerService:
         return sorted(out, key=lambda r: r.created_at)
 
     def containers_using(self, image_id: str) -> list[str]:
-        """Ids of the containers created from an image (RemoveImage refuses images in use)."""
-        return [c.id for c in self.deps.store.containers.values() if c.image_id == image_id]
+        """Ids of the containers created from an image or mounting it as an image volume (RemoveImage and
+        prune refuse images in use)."""
+        return [c.id for c in self.deps.store.containers.values()
+                if c.image_id == image_id or any(m.image_id == image_id for m in c.mounts)]
 
     # ------------------------------------------------------------------------------ exec, stats, logs
 

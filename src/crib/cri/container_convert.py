@@ -11,7 +11,7 @@ from typing import Any
 from crib._proto.runtime.v1 import api_pb2 as api
 from crib.containers import ContainerEvent, ContainerUsage, EventKind, PodUsage, state_of
 from crib.cri import sandbox_convert
-from crib.state.records import ContainerRecord
+from crib.state.records import ContainerRecord, MountRecord
 
 _STATE = {"created": api.CONTAINER_CREATED, "running": api.CONTAINER_RUNNING, "exited": api.CONTAINER_EXITED}
 _STATE_NAME = {api.CONTAINER_CREATED: "created", api.CONTAINER_RUNNING: "running",
@@ -52,15 +52,25 @@ def _stop_signal(rec: ContainerRecord) -> int:
     return int(api.Signal.Value(name)) if name in api.Signal.keys() else int(api.RUNTIME_DEFAULT)  # noqa: SIM118
 
 
+def _mount(m: MountRecord) -> api.Mount:
+    """A mount as ContainerStatus reports it; an image volume names its image and, as image_ref, the id
+    kubelet's PullImage got (KEP-5365)."""
+    out = api.Mount(container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
+                    recursive_read_only=m.recursive_read_only, selinux_relabel=m.selinux_relabel,
+                    propagation=m.propagation)  # type: ignore[arg-type]
+    if m.image_id:
+        out.image.CopyFrom(api.ImageSpec(image=m.image or m.image_id, image_ref=m.image_id))
+        out.image_sub_path = m.image_sub_path
+    return out
+
+
 def status(rec: ContainerRecord) -> api.ContainerStatus:
     out = api.ContainerStatus(
         id=rec.id, metadata=_meta(rec), state=_STATE[state_of(rec)], created_at=rec.created_at,
         started_at=rec.started_at, finished_at=rec.finished_at, exit_code=rec.exit_code, image=_image(rec),
         image_ref=rec.image_ref, reason=rec.reason, message=rec.message, labels=rec.labels,
         annotations=rec.annotations, log_path=rec.log_path, image_id=rec.image_id,
-        mounts=[api.Mount(container_path=m.container_path, host_path=m.host_path, readonly=m.readonly,
-                          recursive_read_only=m.recursive_read_only, selinux_relabel=m.selinux_relabel,
-                          propagation=m.propagation) for m in rec.mounts],  # type: ignore[arg-type]
+        mounts=[_mount(m) for m in rec.mounts],
         user=api.ContainerUser(linux=api.LinuxContainerUser(
             uid=rec.user.uid, gid=rec.user.gid, supplemental_groups=list(rec.user.additional_gids))),
         stop_signal=_stop_signal(rec))  # type: ignore[arg-type]

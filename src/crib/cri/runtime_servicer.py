@@ -65,7 +65,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
             status=api.RuntimeStatus(conditions=conditions),
             info=info,
             runtime_handlers=handlers,
-            features=api.RuntimeFeatures(),
+            # Merge and Strict are both honoured (oci/user.py), and ContainerStatus.user reports the ids.
+            features=api.RuntimeFeatures(supplemental_groups_policy=True),
         )
 
     async def UpdateRuntimeConfig(self, request: api.UpdateRuntimeConfigRequest,

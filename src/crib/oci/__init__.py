@@ -18,7 +18,7 @@ from crib.oci.defaults import (
     default_rlimits,
 )
 from crib.oci.inputs import ContainerInputs, HostDevice, HostFacts, InfraInputs, Rlimit, SandboxInfo
-from crib.oci.mounts import PropagationNeed, image_volumes_needed, mount_propagation_needs
+from crib.oci.mounts import PropagationNeed, image_volumes_needed, is_image_mount, mount_propagation_needs
 from crib.oci.namespaces import check_user_namespace
 from crib.oci.resources import clamp_oom_score_adj, linux_resources
 from crib.oci.seccomp import default_template, render_profile
@@ -49,6 +49,7 @@ __all__ = [
     "default_template",
     "exec_process",
     "image_volumes_needed",
+    "is_image_mount",
     "linux_resources",
     "mount_propagation_needs",
     "parse_group",

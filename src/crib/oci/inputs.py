@@ -154,6 +154,8 @@ class ContainerInputs:
         group: the image's /etc/group text ("" if it has none).
         volume_dirs: image VOLUME path -> host directory the caller created for it; needed for every
             path of mounts.image_volumes_needed().
+        image_mounts: index in config.mounts of an image volume (Mount.image) -> the host path to bind:
+            the image mounted read-only by the caller, with image_sub_path already resolved inside it.
         device_nodes: CRI Device.host_path -> the node(s) found there (a directory gives every device
             node under it, with HostDevice.path under that directory). A missing key means the path
             does not exist and is reported as the request's error.
@@ -175,6 +177,7 @@ class ContainerInputs:
     passwd: str = ""
     group: str = ""
     volume_dirs: Mapping[str, str] = field(default_factory=dict)
+    image_mounts: Mapping[int, str] = field(default_factory=dict)
     device_nodes: Mapping[str, tuple[HostDevice, ...]] = field(default_factory=dict)
     target_pid_ns: str = ""
     load_localhost: Callable[[str], dict[str, Any]] = refuse_localhost

@@ -1,4 +1,5 @@
-"""A container's mounts: kernel filesystems, CRI bind mounts, the pod's files, image volumes.
+"""A container's mounts: kernel filesystems, CRI bind mounts, image-volume mounts, the pod's files, image
+VOLUMEs.
 
 Design note -- the order and precedence are containerd's, because images and kubelet rely on them:
 
@@ -15,6 +16,10 @@ Design note -- the order and precedence are containerd's, because images and kub
   rslave/rshared, and its host source to sit on a slave-or-shared/shared mount: the caller arranges the
   latter from mount_propagation_needs(), since making a host mount shared is a side effect.
 * The pod's files are read-only when the root filesystem is; SELinux relabelling is ignored (no SELinux).
+* A CRI mount naming an image (Mount.image, KEP-4639) is an image volume: the caller mounts the image
+  read-only and hands in the host path to bind (ContainerInputs.image_mounts, image_sub_path already
+  resolved inside the image). It must say readonly and name no host_path; it is bound "ro", "nosuid",
+  "nodev" with private propagation (it is not executable-blocked: images carry binaries).
 """
 
 from __future__ import annotations
@@ -60,11 +65,32 @@ def _bind(source: str, destination: str, *options: str) -> dict[str, Any]:
     return {"destination": destination, "type": "bind", "source": source, "options": ["rbind", *options]}
 
 
-def _cri_mount(mount: api.Mount, index: int, *, container: str, rro_supported: bool) -> dict[str, Any]:
+def is_image_mount(mount: api.Mount) -> bool:
+    """Whether a CRI mount is an image volume (Mount.image names an image)."""
+    return mount.HasField("image") and bool(mount.image.image or mount.image.image_ref)
+
+
+def _image_mount(mount: api.Mount, index: int, where: str, image_mounts: Mapping[int, str]) -> dict[str, Any]:
+    name = mount.image.image or mount.image.image_ref
+    if mount.host_path:
+        raise InvalidArgument(f"{where} names both an image ({name}) and host_path {mount.host_path!r}; "
+                              "an image volume has no host path: keep one of the two")
+    if not mount.readonly:
+        raise InvalidArgument(f"{where} mounts image {name} read-write; image volumes are read-only: set "
+                              "readonly")
+    source = image_mounts.get(index)
+    if not source:
+        raise ValueError(f"{where}: no mounted image given for image volume {name}; image_mounts must hold "
+                         "every image mount")
+    return _bind(source, clean_path(mount.container_path), "rprivate", "nosuid", "nodev", "ro")
+
+
+def _cri_mount(mount: api.Mount, index: int, *, container: str, rro_supported: bool,
+               image_mounts: Mapping[int, str]) -> dict[str, Any]:
     where = f"container {container!r}: mounts[{index}]"
-    if mount.HasField("image") and (mount.image.image or mount.image.image_ref):
-        raise Unimplemented(f"{where} mounts an image ({mount.image.image or mount.image.image_ref}); image "
-                            "volumes are not supported by crib")
+    if mount.image_sub_path and not is_image_mount(mount):
+        raise InvalidArgument(f"{where}: image_sub_path {mount.image_sub_path!r} is set but the mount names "
+                              "no image; set image or drop image_sub_path")
     if mount.uidMappings or mount.gidMappings:
         raise Unimplemented(f"{where} asks for ID-mapped mounts, which need user namespaces; crib does not "
                             "support them")
@@ -73,6 +99,8 @@ def _cri_mount(mount: api.Mount, index: int, *, container: str, rro_supported: b
     if clean_path(mount.container_path) == "/":
         raise InvalidArgument(f"{where}.container_path is \"/\": nothing can be mounted over the root "
                               "filesystem; mount a directory below it")
+    if is_image_mount(mount):
+        return _image_mount(mount, index, where, image_mounts)
     if not mount.host_path.startswith("/"):
         raise InvalidArgument(f"{where}.host_path {mount.host_path!r} must be an absolute path")
     propagation = _PROPAGATION.get(mount.propagation)
@@ -125,17 +153,20 @@ def container_mounts(
     privileged: bool,
     readonly_rootfs: bool,
     rro_supported: bool,
+    image_mounts: Mapping[int, str] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """The container's `mounts` and the root filesystem propagation they need ("" = runc's default).
 
     Raises:
-        InvalidArgument: a relative path, two CRI mounts on one path, an impossible read-only request.
-        Unimplemented: image volumes or ID-mapped mounts in the CRI mounts.
-        ValueError: volume_dirs lacks a needed image volume (a caller bug).
+        InvalidArgument: a relative path, two CRI mounts on one path, an impossible read-only request, a
+            writable image volume.
+        Unimplemented: ID-mapped mounts in the CRI mounts.
+        ValueError: volume_dirs lacks a needed image VOLUME, or image_mounts an image mount (caller bugs).
     """
     supplied: dict[str, dict[str, Any]] = {}
     for index, mount in enumerate(config.mounts):
-        spec_mount = _cri_mount(mount, index, container=container, rro_supported=rro_supported)
+        spec_mount = _cri_mount(mount, index, container=container, rro_supported=rro_supported,
+                                image_mounts=image_mounts or {})
         if spec_mount["destination"] in supplied:
             raise InvalidArgument(f"container {container!r}: mounts[{index}] mounts over "
                                   f"{spec_mount['destination']}, which another mount uses already; keep one")
@@ -177,5 +208,5 @@ def mount_propagation_needs(spec: Mapping[str, Any]) -> tuple[PropagationNeed, .
     return tuple(needs)
 
 
-__all__ = ["PropagationNeed", "clean_path", "container_mounts", "image_volumes_needed",
+__all__ = ["PropagationNeed", "clean_path", "container_mounts", "image_volumes_needed", "is_image_mount",
            "mount_propagation_needs"]

@@ -65,7 +65,7 @@ def build_container_spec(inputs: ContainerInputs) -> dict[str, Any]:
         InvalidArgument: the request cannot be honoured as given; the message names the container and
             the field (no command, unknown user, unknown capability, bad mount or device, AppArmor asked
             for on a host without it, a privileged container in a non-privileged pod, ...).
-        Unimplemented: user namespaces, image volume mounts, ID-mapped mounts.
+        Unimplemented: user namespaces, ID-mapped mounts.
         ValueError: the caller's inputs break their contract (a missing namespace path or volume dir).
     """
     config, host, sandbox = inputs.config, inputs.host, inputs.sandbox
@@ -104,7 +104,7 @@ def build_container_spec(inputs: ContainerInputs) -> dict[str, Any]:
     mounts, root_propagation = container_mounts(
         config=config, container=container, sandbox=sandbox, image=inputs.image,
         volume_dirs=inputs.volume_dirs, privileged=privileged, readonly_rootfs=sc.readonly_rootfs,
-        rro_supported=host.rro_supported)
+        rro_supported=host.rro_supported, image_mounts=inputs.image_mounts)
     nodes, device_rules = container_devices(config, container=container, device_nodes=inputs.device_nodes,
                                             privileged=privileged, host_devices=host.host_devices)
     masked, readonly = masked_and_readonly_paths(sc, container=container, privileged=privileged)

@@ -57,6 +57,19 @@ def mount_rootfs(fs: Rootfs, layers: list[Path]) -> None:
     mount.overlay(fs.target, lower=layers, upper=fs.upper, work=fs.work)
 
 
+def mount_image(target: Path, layers: list[Path], empty: Path) -> None:
+    """Mount an image's layers (lowest first) read-only at target, with no writable layer (image volumes).
+
+    overlayfs wants two lower dirs when there is no upper one, so an empty directory goes at the bottom;
+    an image with no layers is that empty directory, bound read-only.
+    """
+    empty.mkdir(exist_ok=True, mode=0o755)
+    if not layers:
+        mount.bind(empty, target, readonly=True)
+        return
+    mount.overlay(target, lower=[empty, *layers], upper=None, work=None, readonly=True)
+
+
 def unmount_rootfs(fs: Rootfs) -> None:
     mount.umount_all(fs.target)
 
@@ -127,5 +140,5 @@ def usage(fs: Rootfs) -> tuple[int, int]:
     return total, len(seen)
 
 
-__all__ = ["Rootfs", "mount_rootfs", "prepare", "read_file", "remove", "unmount_rootfs", "usage",
-           "volume_dir"]
+__all__ = ["Rootfs", "mount_image", "mount_rootfs", "prepare", "read_file", "remove", "unmount_rootfs",
+           "usage", "volume_dir"]

@@ -136,7 +136,12 @@ class SandboxRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MountRecord:
-    """A CRI Mount as the container got it (reported back by ContainerStatus)."""
+    """A CRI Mount as the container got it (reported back by ContainerStatus).
+
+    An image volume (Mount.image) has no host_path; it names the image as the request did (image), the
+    image's id (image_id: what holds the image while the container exists, and what ContainerStatus
+    reports as its image_ref) and the image_sub_path mounted.
+    """
 
     container_path: str
     host_path: str
@@ -144,6 +149,9 @@ class MountRecord:
     recursive_read_only: bool = False
     selinux_relabel: bool = False
     propagation: int = 0  # CRI MountPropagation value
+    image: str = ""
+    image_id: str = ""
+    image_sub_path: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
