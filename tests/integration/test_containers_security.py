@@ -10,7 +10,7 @@ import pytest
 
 from crib._proto.runtime.v1 import api_pb2 as api
 from tests.fixtures import images as img
-from tests.fixtures.cri import Pod, container_config, pod_config, pull
+from tests.fixtures.cri import Pod, container_config, pod_config, pull, wait_for
 from tests.fixtures.daemon import CribDaemon
 
 CAP_NET_RAW = 13
@@ -126,3 +126,25 @@ def test_recursive_read_only_mounts(crib: CribDaemon, pod: Pod, pulled: img.Cata
         pod.rt.RemoveContainer(api.RemoveContainerRequest(container_id=cid))
     finally:
         subprocess.run(["umount", str(host / "sub")], check=True)
+
+
+@pytest.mark.parametrize(("policy", "groups"), [
+    (api.SupplementalGroupsPolicy.Merge, [img.TEST_GID, 4242, img.EXTRA_GID]),
+    (api.SupplementalGroupsPolicy.Strict, [img.TEST_GID, 4242]),
+], ids=["merge", "strict"])
+def test_supplemental_groups_policy(crib: CribDaemon, pod: Pod, pulled: img.Catalogue, tmp_path: Path,
+                                    policy: int, groups: list[int]) -> None:
+    """The image's /etc/group lists cribuser in "extra": Merge adds it, Strict keeps only the request's."""
+    assert crib.runtime.Status(api.StatusRequest()).features.supplemental_groups_policy
+    config = container_config(pulled.reference(img.USER_UID),
+                              command=["sh", "-c", "id -G; exec sleep 1000"])
+    config.linux.security_context.supplemental_groups.append(4242)
+    config.linux.security_context.supplemental_groups_policy = policy  # type: ignore[assignment]
+    cid = pod.run(config)
+    expected = " ".join(str(g) for g in sorted(groups))
+    log = tmp_path / "logs" / config.log_path
+    wait_for(lambda: log.exists() and f" F {expected}\n" in log.read_text(), what="id -G in the log")
+    assert pod.exec(cid, "id", "-G").stdout.decode().split() == expected.split()
+    user = pod.status(cid).user.linux
+    assert (user.uid, user.gid) == (img.TEST_UID, img.TEST_GID)
+    assert sorted(user.supplemental_groups) == sorted(groups)
