@@ -1,33 +1,55 @@
 """A CRI client for the command line, usable against any runtime (crib, containerd, CRI-O).
 
-The endpoint is chosen the way crictl chooses it, so a node's existing /etc/crictl.yaml works unchanged:
---runtime-endpoint, then $CONTAINER_RUNTIME_ENDPOINT, then runtime-endpoint in /etc/crictl.yaml, then
-crib's default socket.
+Settings are resolved the way crictl resolves them, so a node's existing /etc/crictl.yaml works unchanged:
+each of runtime endpoint, image endpoint, timeout and debug comes from its flag, then (endpoints only) its
+environment variable (`CONTAINER_RUNTIME_ENDPOINT`, `IMAGE_SERVICE_ENDPOINT`), then the client config file
+(`-c/--config`, `$CRI_CONFIG_FILE`, else /etc/crictl.yaml), then crib's default (the image endpoint
+defaults to the runtime's). crictl would then probe containerd's and CRI-O's sockets; crib uses its own.
+
+Start-up time matters (people run `crib ps -q` in loops): grpc is imported on the first call, not at
+start, and a crictl.yaml of plain `key: value` lines is read without importing yaml. A unix socket that
+does not exist is reported at once, with a hint, instead of after the timeout.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import grpc
-import yaml
-
-from crib._proto.runtime.v1 import api_pb2_grpc
+from crib.cli.timeparse import BadTime, parse_duration
 
 DEFAULT_ENDPOINT = "unix:///run/crib/crib.sock"
 CRICTL_CONFIG = "/etc/crictl.yaml"
 ENV_ENDPOINT = "CONTAINER_RUNTIME_ENDPOINT"
 ENV_IMAGE_ENDPOINT = "IMAGE_SERVICE_ENDPOINT"
+ENV_CONFIG = "CRI_CONFIG_FILE"
+DEFAULT_TIMEOUT = 10.0
+DAEMON_HINT = "is the daemon running? `make run` starts it"
 
-R = TypeVar("R")
+RUNTIME_SERVICE = "runtime.v1.RuntimeService"
+IMAGE_SERVICE = "runtime.v1.ImageService"
+
+# crictl.yaml keys (pkg/common/config.go) and their types.
+CONFIG_KEYS: dict[str, type] = {
+    "runtime-endpoint": str, "image-endpoint": str, "timeout": int, "debug": bool,
+    "pull-image-on-create": bool, "disable-pull-on-run": bool, "max-retries": int,
+}
 
 
 class ClientError(Exception):
-    """A CRI call failed; the message is ready for the user."""
+    """A CRI call (or its set-up) failed; str() is the one line the user sees."""
+
+    def __init__(self, message: str, *, code: str = "", hint: str = "") -> None:
+        self.code = code
+        self.message = message
+        self.hint = hint
+        text = f"{code}: {message}" if code else message
+        super().__init__(f"{text}; {hint}" if hint else text)
 
 
 def normalize(endpoint: str) -> str:
@@ -39,14 +61,79 @@ def normalize(endpoint: str) -> str:
     return "unix://" + endpoint
 
 
-def _crictl_yaml(path: str) -> dict[str, Any]:
+# ----------------------------------------------------------------------------------- client config file
+
+_PLAIN_LINE = re.compile(r"""^([A-Za-z][\w-]*)\s*:\s*(?:"([^"]*)"|'([^']*)'|([^#'"\[\]{}&*!|>]*?))\s*(?:#.*)?$""")
+
+
+def _parse_plain(text: str) -> dict[str, str] | None:
+    """`key: value` lines (what `crictl config --set` writes); None when the file needs real YAML."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped == "---":
+            continue
+        m = _PLAIN_LINE.match(line)
+        if m is None or line[0].isspace():
+            return None
+        value = next(g for g in m.groups()[1:] if g is not None)
+        out[m.group(1)] = value
+    return out
+
+
+def _scalar(key: str, value: Any, path: str) -> Any:
+    kind = CONFIG_KEYS[key]
+    text = "" if value is None else str(value).strip()
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "t"):
+            return True
+        if lowered in ("false", "0", "f", ""):
+            return False
+        raise ClientError(f"{path}: parsing config option '{key}': {text!r} is not true or false")
+    if kind is int:
+        try:
+            return int(text or 0)
+        except ValueError:
+            raise ClientError(f"{path}: parsing config option '{key}': {text!r} is not a whole "
+                              "number") from None
+    return text
+
+
+def read_client_config(path: str) -> dict[str, Any]:
+    """The options of a crictl.yaml, typed; {} when the file does not exist.
+
+    Raises:
+        ClientError: unreadable, not a mapping, an unknown key (crictl refuses those too), a bad value.
+    """
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text()
     except FileNotFoundError:
         return {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ClientError(f"cannot read {path}: {exc}") from exc
-    return data if isinstance(data, dict) else {}
+    except OSError as exc:
+        raise ClientError(f"cannot read {path}: {exc.strerror}") from exc
+    raw: Any = _parse_plain(text)
+    if raw is None:
+        import yaml
+
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ClientError(f"cannot read {path}: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ClientError(f"cannot read {path}: expected `key: value` lines")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in CONFIG_KEYS:
+            raise ClientError(f"{path}: config option {key!r} is not valid; valid options: "
+                              + ", ".join(CONFIG_KEYS))
+        out[key] = _scalar(key, value, path)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ settings
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,10 +143,31 @@ class Endpoints:
     source: str
 
 
-def resolve(runtime_flag: str | None, image_flag: str | None = None,
-            crictl_config: str = CRICTL_CONFIG) -> Endpoints:
-    """Pick the runtime and image endpoints (see the module note for the order)."""
-    conf = _crictl_yaml(crictl_config)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """What one invocation of `crib` connects to and how."""
+
+    endpoints: Endpoints
+    timeout: float = DEFAULT_TIMEOUT
+    debug: bool = False
+    pull_image_on_create: bool = False
+    disable_pull_on_run: bool = False
+    config_path: str = CRICTL_CONFIG
+    file: dict[str, Any] = field(default_factory=dict)
+
+
+def config_path(flag: str | None) -> str:
+    return flag or os.environ.get(ENV_CONFIG) or CRICTL_CONFIG
+
+
+def resolve(runtime_flag: str | None, image_flag: str | None = None, crictl_config: str = CRICTL_CONFIG,
+            *, timeout_flag: str | None = None, debug_flag: bool | None = None) -> Settings:
+    """Settings from flags, environment, the client config file and defaults (see the module note).
+
+    Raises:
+        ClientError: a broken config file, a bad endpoint or timeout.
+    """
+    conf = read_client_config(crictl_config)
     if runtime_flag:
         runtime, source = runtime_flag, "--runtime-endpoint"
     elif os.environ.get(ENV_ENDPOINT):
@@ -69,44 +177,119 @@ def resolve(runtime_flag: str | None, image_flag: str | None = None,
     else:
         runtime, source = DEFAULT_ENDPOINT, "crib's default"
     image = image_flag or os.environ.get(ENV_IMAGE_ENDPOINT) or conf.get("image-endpoint") or runtime
-    return Endpoints(runtime=normalize(runtime), image=normalize(str(image)), source=source)
+    timeout = DEFAULT_TIMEOUT
+    if timeout_flag is not None:
+        try:
+            timeout = parse_duration(timeout_flag)
+        except BadTime as exc:
+            raise ClientError(f"--timeout: {exc}") from None
+        if timeout <= 0:
+            timeout = DEFAULT_TIMEOUT  # crictl: "0 or less is set to default"
+    elif conf.get("timeout", 0) > 0:
+        timeout = float(conf["timeout"])
+    debug = debug_flag if debug_flag else bool(conf.get("debug", False))
+    return Settings(endpoints=Endpoints(runtime=normalize(runtime), image=normalize(str(image)),
+                                        source=source),
+                    timeout=timeout, debug=debug, config_path=crictl_config, file=conf,
+                    pull_image_on_create=bool(conf.get("pull-image-on-create", False)),
+                    disable_pull_on_run=bool(conf.get("disable-pull-on-run", False)))
+
+
+# -------------------------------------------------------------------------------------------- client
+
+
+def _short(msg: Any) -> str:
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(msg, as_one_line=True)
 
 
 class Client:
-    """Stubs for both services over one channel each, with a per-call timeout and readable errors."""
+    """Unary and streaming CRI calls over one channel per endpoint, with readable errors."""
 
-    def __init__(self, endpoints: Endpoints, timeout: float) -> None:
-        self.endpoints = endpoints
-        self.timeout = timeout
-        opts = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        self._channel = grpc.insecure_channel(endpoints.runtime, options=opts)
-        self._image_channel = (self._channel if endpoints.image == endpoints.runtime
-                               else grpc.insecure_channel(endpoints.image, options=opts))
-        self.runtime = api_pb2_grpc.RuntimeServiceStub(self._channel)
-        self.images = api_pb2_grpc.ImageServiceStub(self._image_channel)
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.endpoints = settings.endpoints
+        self.timeout = settings.timeout
+        self._channels: dict[str, Any] = {}
 
-    def call(self, rpc: Callable[..., R], request: Any, *, timeout: float | None = None) -> R:
-        """Invoke one unary RPC; a gRPC failure becomes a ClientError naming the endpoint."""
+    def channel(self, endpoint: str) -> Any:
+        """The grpc channel to endpoint (made on first use, after checking the socket exists)."""
+        ch = self._channels.get(endpoint)
+        if ch is None:
+            path = endpoint.removeprefix("unix://")
+            if not os.path.exists(path):
+                raise ClientError(
+                    f"cannot reach the runtime at {endpoint} (from {self.endpoints.source}): no socket at "
+                    f"{path}", code="UNAVAILABLE", hint=f"{DAEMON_HINT}, or choose another with -r")
+            import grpc
+
+            opts = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+            ch = self._channels[endpoint] = grpc.insecure_channel(endpoint, options=opts)
+            self.debug(f"connected to {endpoint} (from {self.endpoints.source}), timeout {self.timeout:g}s")
+        return ch
+
+    def debug(self, text: str) -> None:
+        if self.settings.debug:
+            sys.stderr.write(f"DEBU {text}\n")
+
+    def _method(self, service: str, name: str) -> tuple[Any, str, Any]:
+        from crib._proto.runtime.v1 import api_pb2 as api
+
+        method = api.DESCRIPTOR.services_by_name[service.rsplit(".", 1)[1]].methods_by_name[name]
+        endpoint = self.endpoints.image if service == IMAGE_SERVICE else self.endpoints.runtime
+        return self.channel(endpoint), f"/{service}/{name}", getattr(api, method.output_type.name)
+
+    def call(self, name: str, request: Any, *, timeout: float | None = -1.0, image: bool = False) -> Any:
+        """One unary RPC by method name; timeout -1 means the configured one, None means no deadline.
+
+        Raises:
+            ClientError: the call failed (code and the runtime's message).
+        """
+        channel, path, response_type = self._method(IMAGE_SERVICE if image else RUNTIME_SERVICE, name)
+        rpc = channel.unary_unary(path, request_serializer=type(request).SerializeToString,
+                                  response_deserializer=response_type.FromString)
+        self.debug(f"{name}Request: {_short(request)}")
+        deadline = self.timeout if timeout == -1.0 else timeout
         try:
-            return rpc(request, timeout=timeout if timeout is not None else self.timeout)
-        except grpc.RpcError as exc:
-            raise ClientError(self._describe(exc)) from None
+            response = rpc(request, timeout=deadline)
+        except Exception as exc:
+            raise self.error(exc, deadline) from None
+        self.debug(f"{name}Response: {_short(response)}")
+        return response
 
-    def _describe(self, exc: grpc.RpcError) -> str:
+    def stream(self, name: str, request: Any) -> Iterator[Any]:
+        """A server-streaming RPC (GetContainerEvents), without deadline; errors as ClientError."""
+        channel, path, response_type = self._method(RUNTIME_SERVICE, name)
+        rpc = channel.unary_stream(path, request_serializer=type(request).SerializeToString,
+                                   response_deserializer=response_type.FromString)
+        self.debug(f"{name}Request: {_short(request)}")
+        try:
+            yield from rpc(request)
+        except Exception as exc:
+            raise self.error(exc, None) from None
+
+    def error(self, exc: BaseException, deadline: float | None) -> BaseException:
+        """A grpc.RpcError as a ClientError; anything else unchanged."""
+        import grpc
+
+        if not isinstance(exc, grpc.RpcError):
+            return exc
         code = exc.code()
         detail = exc.details() or ""
         if code == grpc.StatusCode.UNAVAILABLE:
-            return (f"cannot reach the runtime at {self.endpoints.runtime} (from {self.endpoints.source}): "
-                    f"{detail}. Is the daemon running? Choose another with -r/--runtime-endpoint.")
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return (f"the runtime at {self.endpoints.runtime} did not answer within {self.timeout:g}s: "
-                    f"{detail}")
-        return f"{code.name}: {detail}"
+            return ClientError(f"cannot reach the runtime at {self.endpoints.runtime} (from "
+                               f"{self.endpoints.source}): {detail}", code=code.name, hint=DAEMON_HINT)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
+            return ClientError(f"no answer within {deadline:g}s ({detail}); raise it with --timeout",
+                               code=code.name)
+        return ClientError(detail, code=code.name)
 
     def close(self) -> None:
-        self._channel.close()
-        if self._image_channel is not self._channel:
-            self._image_channel.close()
+        for ch in self._channels.values():
+            ch.close()
+        self._channels.clear()
 
 
-__all__ = ["DEFAULT_ENDPOINT", "Client", "ClientError", "Endpoints", "normalize", "resolve"]
+__all__ = ["CONFIG_KEYS", "DEFAULT_ENDPOINT", "Client", "ClientError", "Endpoints", "Settings", "config_path",
+           "normalize", "read_client_config", "resolve"]

@@ -155,12 +155,13 @@ class ImageExtServicer:
                 snap = progress.snapshot()
                 if snap != last and not task.done():
                     last = snap
-                    yield {"progress": snap}
+                    yield {"progress": snap, "transfers": progress.layer_snapshot()}
             rec = task.result()
         finally:
             if not task.done():
                 task.cancel()
-        yield {"progress": progress.snapshot(), "image": _summary(rec)}
+        yield {"progress": progress.snapshot(), "transfers": progress.layer_snapshot(),
+               "image": _summary(rec)}
 
     async def Import(self, request: dict[str, Any], context: grpc.aio.ServicerContext) -> Any:
         path = str(request.get("path", "")).strip()

@@ -97,6 +97,12 @@ class PullProgress:
             "elapsed_s": round(time.monotonic() - self.started, 3),
         }
 
+    def layer_snapshot(self) -> list[dict[str, Any]]:
+        """Per layer, for the CLI's per-layer bars (not in snapshot(): that one is also logged)."""
+        return [{"digest": t.digest, "size": t.size, "done": min(t.done, t.size),
+                 "state": "done" if t.finished else "queued" if t.queued else "active"}
+                for t in self.transfers.values()]
+
 
 async def run_with_watchdog(work: Awaitable[T], progress: PullProgress, timeout: float, what: str, *,
                             tick: float = 1.0) -> T:

@@ -53,15 +53,23 @@ def daemon(config_file: str | None, config_dir: str | None, **flags: str | None)
 
 @click.command()
 @_config_flags
-def config(config_file: str | None, config_dir: str | None, **flags: str | None) -> None:
-    """Print the effective configuration as commented TOML."""
+@click.option("--get", default=None, metavar="KEY", help="Client config: show one option (as crictl config).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE[,KEY=VALUE]",
+              help="Client config: set options in the crictl.yaml that -c/--config names.")
+@click.option("--list", "list_", is_flag=True, help="Client config: show every option.")
+@click.argument("pair", nargs=-1, metavar="[KEY VALUE]")
+@click.pass_context
+def config(ctx: click.Context, /, config_file: str | None, config_dir: str | None, get: str | None,
+           settings: tuple[str, ...], list_: bool, pair: tuple[str, ...], **flags: str | None) -> None:
+    """Print the daemon's effective configuration as commented TOML; with --get, --set, --list or KEY VALUE,
+    read or change the client's crictl.yaml instead (crictl's `config`)."""
+    if get is not None or settings or list_ or pair:
+        from crib.cli.commands import clientconfig
+
+        clientconfig.run(ctx.find_root().obj.config_path, get, settings, list_, pair)
+        return
     cfg = _load(config_file, config_dir, **flags)
     click.echo(config_mod.render_toml(cfg), nl=False)
 
 
-def register(group: click.Group) -> None:
-    group.add_command(daemon)
-    group.add_command(config)
-
-
-__all__ = ["register"]
+__all__ = ["config", "daemon"]
