@@ -63,7 +63,9 @@ def normalize(endpoint: str) -> str:
 
 # ----------------------------------------------------------------------------------- client config file
 
-_PLAIN_LINE = re.compile(r"""^([A-Za-z][\w-]*)\s*:\s*(?:"([^"]*)"|'([^']*)'|([^#'"\[\]{}&*!|>]*?))\s*(?:#.*)?$""")
+_PLAIN_LINE = re.compile(r"""^([A-Za-z][\w-]*)\s*:\s*"""  # key:
+                         r"""(?:"([^"]*)"|'([^']*)'|([^#'"\[\]{}&*!|>]*?))"""  # "value", 'value' or value
+                         r"""\s*(?:#.*)?$""")  # comment
 
 
 def _parse_plain(text: str) -> dict[str, str] | None:
