@@ -65,8 +65,20 @@ def _doc(text: str, **kw: Any) -> Any:
 class HandlerConfig:
     """One OCI runtime, selected by a pod's RuntimeClass handler name."""
 
-    path: str = _doc("Path of the OCI runtime binary (runc-compatible CLI).", default="/usr/sbin/runc")
+    path: str = _doc("Path of the OCI runtime binary (runc-compatible CLI: runc, crun, runsc).",
+                     default="/usr/sbin/runc")
     root: str = _doc("State directory passed as --root; empty means <runroot>/<handler name>.", default="")
+    runtime_args: list[str] = _doc(
+        "Global arguments given to the runtime before every command (e.g. [\"--platform=ptrace\"] for "
+        "runsc).",
+        default_factory=list)
+    sandboxed: bool = _doc(
+        "A sandbox or VM runtime (gVisor, Kata): each pod runs in one sandbox started by its infra process, "
+        "containers join it, and stats come from `<runtime> events --stats` instead of host cgroups.",
+        default=False)
+    allowed_annotations: list[str] = _doc(
+        "Pod and container annotations passed into the OCI spec (exact keys, or prefixes ending in \"*\"); "
+        "crib's own io.kubernetes.cri.* keys are always set.", default_factory=lambda: ["*"])
 
 
 def _default_handlers() -> dict[str, HandlerConfig]:
@@ -314,6 +326,15 @@ def _validate(cfg: Config, sources: str) -> None:
     if 0 <= cfg.runtime.log_size_max < 8192:
         fail(f"runtime.log_size_max {cfg.runtime.log_size_max} must be -1 (unlimited) or at least 8192 "
              "(conmon's read buffer)")
+    for name, handler in cfg.runtime.handlers.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name):
+            fail(f"runtime.handlers.{name}: a handler name is 1 to 63 letters, digits, '_', '.' or '-'")
+        if not handler.path.startswith("/"):
+            fail(f"runtime.handlers.{name}.path {handler.path!r} must be an absolute path")
+        for pattern in handler.allowed_annotations:
+            if not pattern or "*" in pattern[:-1]:
+                fail(f"runtime.handlers.{name}.allowed_annotations: {pattern!r} must be a key or a prefix "
+                     "ending in \"*\"")
     if cfg.runtime.default_handler not in cfg.runtime.handlers:
         known = ", ".join(sorted(cfg.runtime.handlers))
         fail(f"runtime.default_handler {cfg.runtime.default_handler!r} has no [runtime.handlers."

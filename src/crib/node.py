@@ -17,6 +17,7 @@ from crib.config import Config
 from crib.containers import ContainerDeps, ContainerService, EventBus, ImageSource
 from crib.containers.hostfacts import probe
 from crib.network import PodNetwork
+from crib.runtime import handlers
 from crib.runtime.conmon import Monitor
 from crib.runtime.exits import Exit, ExitWatcher
 from crib.runtime.layout import Layout
@@ -47,6 +48,8 @@ class Node:
 def _prepare_dirs(cfg: Config, layout: Layout) -> None:
     for d in layout.fixed_dirs():
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for d in layout.traversable_dirs():
+        os.chmod(d, 0o711)
     for name in cfg.runtime.handlers:
         Path(cfg.handler_root(name)).mkdir(parents=True, exist_ok=True, mode=0o700)
     rootfs = layout.infra_rootfs
@@ -67,14 +70,17 @@ async def build_node(cfg: Config, db: Database, network: PodNetwork, images: Ima
     layout = Layout(Path(cfg.root), Path(cfg.runroot))
     _prepare_dirs(cfg, layout)
     store = RuntimeStore(db)
-    runcs = {name: Runc(handler=name, path=h.path, root=cfg.handler_root(name))
+    runcs = {name: Runc(handler=name, path=h.path, root=cfg.handler_root(name),
+                        global_args=tuple(h.runtime_args), sandboxed=h.sandboxed)
              for name, h in cfg.runtime.handlers.items()}
     monitor = Monitor(conmon=cfg.runtime.conmon, exit_dir=layout.exits, socket_dir=layout.attach,
                       log_size_max=cfg.runtime.log_size_max, create_timeout=float(cfg.runtime.create_timeout))
     cgroups, locks = Cgroups(), KeyedLocks()
     host = await probe(runcs[cfg.runtime.default_handler], cgroups)
+    problem = await handlers.userns_problem(layout.root / "layers", layout.userns(".probe"), layout.runroot)
+    features = {name: await handlers.probe(r, userns_problem=problem) for name, r in runcs.items()}
     deps = SandboxDeps(cfg=cfg, layout=layout, store=store, cgroups=cgroups, network=network,
-                       monitor=monitor, runcs=runcs, locks=locks, host=host)
+                       monitor=monitor, runcs=runcs, locks=locks, host=host, features=features)
     sandboxes = SandboxService(deps)
     containers = ContainerService(ContainerDeps(
         cfg=cfg, layout=layout, store=store, cgroups=cgroups, monitor=monitor, runcs=runcs, locks=locks,

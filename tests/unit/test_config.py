@@ -174,4 +174,5 @@ write_default_conflist = false
 def test_to_dict_is_json_ready() -> None:
     doc = config.to_dict(config.default())
     assert doc["image"]["pull_progress_timeout"] == "60s"
-    assert doc["runtime"]["handlers"]["runc"] == {"path": "/usr/sbin/runc", "root": ""}
+    assert doc["runtime"]["handlers"]["runc"] == {"path": "/usr/sbin/runc", "root": "", "runtime_args": [],
+                                                  "sandboxed": False, "allowed_annotations": ["*"]}

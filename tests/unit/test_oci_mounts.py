@@ -7,15 +7,16 @@ from typing import Any
 import pytest
 
 from crib._proto.runtime.v1 import api_pb2 as api
-from crib.errors import InvalidArgument, Unimplemented
+from crib.errors import InvalidArgument
 from crib.oci import (
     HostDevice,
     PropagationNeed,
     build_container_spec,
+    idmapped_mounts,
     image_volumes_needed,
     mount_propagation_needs,
 )
-from crib.state.records import ImageConfig
+from crib.state.records import IDMap, ImageConfig
 from tests.unit.test_oci_inputs import (
     assert_runc_valid,
     char_device,
@@ -179,8 +180,8 @@ def test_paths_are_normalized() -> None:
     (api.Mount(container_path="/data", host_path="/srv", image_sub_path="etc"), InvalidArgument,
      "names no image"),
     (api.Mount(container_path="/data", host_path="/srv",
-               uidMappings=[api.IDMapping(host_id=1000, container_id=0, length=1)]), Unimplemented,
-     "ID-mapped mounts"),
+               uidMappings=[api.IDMapping(host_id=1000, container_id=0, length=1)]), InvalidArgument,
+     "needs a pod with its own user namespace"),
     (api.Mount(container_path="/./", host_path="/srv"), InvalidArgument, "over the root filesystem"),
 ], ids=["relative-container-path", "relative-host-path", "unknown-propagation", "image-and-host-path",
         "image-read-write", "sub-path-without-image", "idmapped", "over-root"])
@@ -226,7 +227,7 @@ def test_image_mount_binds_the_mounted_image_read_only() -> None:
                         image_sub_path="etc"),
               api.Mount(container_path="/data", host_path="/srv")]
     source = "/run/crib/containers/c/image-volumes/0/etc"
-    spec = build_container_spec(container_inputs(container_config(mounts=mounts), image_mounts={0: source}))
+    spec = build_container_spec(container_inputs(container_config(mounts=mounts), mount_sources={0: source}))
     by = _by_destination(spec["mounts"])
     assert by["/mnt/img"] == {"destination": "/mnt/img", "type": "bind",
                               "source": source,
@@ -240,6 +241,38 @@ def test_image_mount_without_a_mounted_image_is_a_caller_bug() -> None:
     mount = api.Mount(container_path="/mnt/img", image=api.ImageSpec(image="busybox"), readonly=True)
     with pytest.raises(ValueError, match="no mounted image given"):
         build_container_spec(container_inputs(container_config(mounts=[mount])))
+
+
+POD_MAP = (IDMap(container_id=0, host_id=100000, length=65536),)
+USERNS_POD = sandbox_info(userns_path="/run/crib/userns/sb0123", uid_mappings=POD_MAP, gid_mappings=POD_MAP)
+
+
+def _mapped(host_id: int = 100000) -> api.Mount:
+    maps = [api.IDMapping(host_id=host_id, container_id=0, length=65536)]
+    return api.Mount(container_path="/data", host_path="/srv/data", uidMappings=maps, gidMappings=maps)
+
+
+def test_idmapped_mount_binds_what_the_caller_mapped() -> None:
+    config = container_config(mounts=[api.Mount(container_path="/plain", host_path="/srv/plain"), _mapped()])
+    assert idmapped_mounts(config, USERNS_POD) == (1,)
+    spec = build_container_spec(container_inputs(config, sandbox=USERNS_POD,
+                                                 mount_sources={1: "/run/crib/containers/c/idmapped/1"}))
+    by = _by_destination(spec["mounts"])
+    assert by["/data"]["source"] == "/run/crib/containers/c/idmapped/1"
+    assert by["/plain"]["source"] == "/srv/plain"
+    with pytest.raises(ValueError, match="no ID-mapped mount given"):
+        build_container_spec(container_inputs(config, sandbox=USERNS_POD))
+
+
+@pytest.mark.parametrize(("mount", "message"), [
+    (_mapped(host_id=5000), "differ from the pod's user namespace mappings"),
+    (api.Mount(container_path="/img", image=api.ImageSpec(image="busybox"), readonly=True,
+               uidMappings=[api.IDMapping(host_id=100000, container_id=0, length=65536)]),
+     "an image volume takes no uidMappings"),
+], ids=["other-mappings", "image-volume"])
+def test_idmapped_mounts_refused(mount: api.Mount, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        idmapped_mounts(container_config(mounts=[mount]), USERNS_POD)
 
 
 def _device(host_path: str, container_path: str, permissions: str = "rwm") -> api.Device:

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from crib._proto.runtime.v1 import api_pb2 as api
-from crib.errors import InvalidArgument, Unimplemented
-from crib.oci import build_container_spec, check_user_namespace
+from crib.errors import InvalidArgument
+from crib.oci import build_container_spec, build_infra_spec, check_user_namespace
+from crib.state.records import IDMap
 from tests.unit.test_oci_inputs import (
     CONTAINER,
     NODE,
@@ -17,6 +18,7 @@ from tests.unit.test_oci_inputs import (
     assert_runc_valid,
     container_config,
     container_inputs,
+    infra_inputs,
     pod_config,
     sandbox_info,
 )
@@ -110,23 +112,49 @@ def _userns(mode: int) -> api.NamespaceOption:
         mode=mode, uids=[api.IDMapping(host_id=1000, container_id=0, length=65536)]))
 
 
-@pytest.mark.parametrize(("mode", "error"), [
-    (NODE, None), (POD, Unimplemented), (CONTAINER, InvalidArgument), (TARGET, InvalidArgument),
-], ids=["node", "pod", "container", "target"])
-def test_user_namespaces(mode: int, error: type[Exception] | None) -> None:
+USERNS_POD = sandbox_info(userns_path="/run/crib/userns/sb0123",
+                          uid_mappings=(IDMap(container_id=0, host_id=100000, length=65536),),
+                          gid_mappings=(IDMap(container_id=0, host_id=200000, length=65536),))
+
+
+@pytest.mark.parametrize(("mode", "pod_has_userns", "message"), [
+    (NODE, False, None), (POD, True, None),
+    (POD, False, "mode POD, but the pod was created without"), (NODE, True, "mode NODE, but the pod has"),
+    (CONTAINER, True, "mode CONTAINER is invalid"), (TARGET, False, "mode TARGET is invalid"),
+], ids=["node", "pod", "pod-without", "node-in-userns-pod", "container", "target"])
+def test_container_user_namespace_must_agree_with_the_pod(mode: int, pod_has_userns: bool,
+                                                          message: str | None) -> None:
     options = _userns(mode)
-    if error is None:
-        check_user_namespace(options, what="pod 'p'")
-        spec = build_container_spec(container_inputs(container_config(
-            sc=api.LinuxContainerSecurityContext(namespace_options=options))))
-        assert "user" not in {ns["type"] for ns in spec["linux"]["namespaces"]}
+    sandbox = USERNS_POD if pod_has_userns else sandbox_info()
+    sc = api.LinuxContainerSecurityContext(namespace_options=options)
+    inputs = container_inputs(container_config(sc=sc), sandbox=sandbox)
+    if message is None:
+        check_user_namespace(options, pod_has_userns=pod_has_userns, what="container 'app'")
+        build_container_spec(inputs)
         return
-    with pytest.raises(error, match="pod 'p': user"):
-        check_user_namespace(options, what="pod 'p'")
-    with pytest.raises(error, match="container 'app'"):
-        build_container_spec(container_inputs(container_config(
-            sc=api.LinuxContainerSecurityContext(namespace_options=options))))
+    with pytest.raises(InvalidArgument, match=f"container 'app': userns_options {message}"):
+        check_user_namespace(options, pod_has_userns=pod_has_userns, what="container 'app'")
+    with pytest.raises(InvalidArgument, match="container 'app'"):
+        build_container_spec(inputs)
+
+
+def test_user_namespaced_pod_is_joined_with_its_maps() -> None:
+    spec = build_container_spec(container_inputs(sandbox=USERNS_POD))
+    assert_runc_valid(spec)
+    linux = spec["linux"]
+    assert {"type": "user", "path": "/run/crib/userns/sb0123"} in linux["namespaces"]
+    assert linux["uidMappings"] == [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    assert linux["gidMappings"] == [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    plain = build_container_spec(container_inputs())["linux"]
+    assert "uidMappings" not in plain
+    assert "user" not in {ns["type"] for ns in plain["namespaces"]}
+
+
+def test_infra_joins_the_pod_user_namespace() -> None:
+    spec = build_infra_spec(infra_inputs(sandbox=USERNS_POD))
+    assert spec["linux"]["namespaces"][1] == {"type": "user", "path": "/run/crib/userns/sb0123"}
+    assert spec["linux"]["uidMappings"] == [{"containerID": 0, "hostID": 100000, "size": 65536}]
 
 
 def test_no_userns_options_is_fine() -> None:
-    check_user_namespace(api.NamespaceOption(), what="pod 'p'")
+    check_user_namespace(api.NamespaceOption(), pod_has_userns=True, what="pod 'p'")

@@ -210,3 +210,18 @@ def test_infra_spec_host_modes() -> None:
 def test_infra_spec_caller_errors(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_infra_spec(infra_inputs(**overrides))
+
+
+@pytest.mark.parametrize(("patterns", "kept"), [
+    (("*",), {"io.kubernetes.container.hash", "dev.gvisor.spec.mount.data.share"}),
+    ((), set()),
+    (("dev.gvisor.spec.*",), {"dev.gvisor.spec.mount.data.share"}),
+    (("io.kubernetes.container.hash",), {"io.kubernetes.container.hash"}),
+], ids=["all", "none", "prefix", "exact"])
+def test_allowed_annotations(patterns: tuple[str, ...], kept: set[str]) -> None:
+    config = _kubelet_like_config()
+    config.annotations["dev.gvisor.spec.mount.data.share"] = "pod"
+    spec = build_container_spec(container_inputs(config, allowed_annotations=patterns))
+    own = {k for k in spec["annotations"] if k in ann.RESERVED}
+    assert set(spec["annotations"]) - own == kept
+    assert spec["annotations"][ann.CONTAINER_TYPE] == ann.CONTAINER_TYPE_CONTAINER  # never filtered out

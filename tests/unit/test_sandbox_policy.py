@@ -93,3 +93,49 @@ def test_hosts_maps_the_pod_ips_to_its_hostname() -> None:
     text = files.hosts("web-0", ["10.88.0.5"])
     assert "127.0.0.1\tlocalhost\n" in text
     assert text.endswith("10.88.0.5\tweb-0\n")
+
+
+def _userns(mode: int = api.POD, uids: list[tuple[int, int, int]] | None = None,
+            gids: list[tuple[int, int, int]] | None = None, **modes: int) -> api.NamespaceOption:
+    def maps(items: list[tuple[int, int, int]]) -> list[api.IDMapping]:
+        return [api.IDMapping(container_id=c, host_id=h, length=n) for c, h, n in items]
+    default = [(0, 100000, 65536)]
+    return api.NamespaceOption(userns_options=api.UserNamespace(
+        mode=mode, uids=maps(default if uids is None else uids),
+        gids=maps(default if gids is None else gids)), **modes)
+
+
+def test_user_namespace_of_a_pod() -> None:
+    option = _userns(gids=[(0, 300000, 1000)])
+    got = policy.user_namespace(option, policy.namespaces(option))
+    assert got is not None
+    assert got.root == (100000, 300000)
+    assert policy.map_text(got.uids) == "0 100000 65536\n"
+    assert policy.host_id(got.gids, 999) == 300999
+    with pytest.raises(ValueError, match="not mapped"):
+        policy.host_id(got.gids, 1000)
+
+
+@pytest.mark.parametrize("option", [None, api.NamespaceOption(), _userns(mode=api.NODE, uids=[], gids=[])],
+                         ids=["none", "unset", "node"])
+def test_no_user_namespace(option: api.NamespaceOption | None) -> None:
+    assert policy.user_namespace(option, policy.namespaces(option)) is None
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (_userns(uids=[(0, 1000, 100000), (0, 2000, 100000)]), "uids must hold exactly one mapping"),
+    (_userns(gids=[]), "gids must hold exactly one mapping"),
+    (_userns(uids=[(1, 1000, 100000)]), "container id 0 \\(the pod's root\\) must be mapped"),
+    (_userns(gids=[(0, 0, 65536)]), "host id 0, the node's root"),
+    (_userns(uids=[(0, 1000, 0)]), "length 0"),
+    (_userns(uids=[(0, 2**32 - 10, 100)]), "goes past"),
+    (_userns(mode=api.CONTAINER), "mode CONTAINER is not valid"),
+    (_userns(mode=api.TARGET), "mode TARGET is not valid"),
+    (_userns(mode=api.NODE), "mode NODE takes no uids/gids"),
+    (_userns(network=api.NODE), "cannot use the host network namespace"),
+    (_userns(ipc=api.NODE, pid=api.NODE), "host IPC and PID namespace"),
+], ids=["two-mappings", "no-gid-mapping", "root-unmapped", "host-root", "empty", "overflow", "container",
+        "target", "node-with-maps", "host-network", "host-ipc-pid"])
+def test_user_namespace_refusals(option: api.NamespaceOption, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        policy.user_namespace(option, policy.namespaces(option))

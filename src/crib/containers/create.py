@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from crib import failpoints, oci
-from crib.containers import imagevols
+from crib.containers import idmapped, imagevols
 from crib.containers import inputs as gather
 from crib.containers.deps import ContainerDeps
 from crib.errors import FailedPrecondition
 from crib.rootfs import overlay
 from crib.rootfs.overlay import Rootfs
 from crib.runtime import conmon, exits
-from crib.sandbox.info import sandbox_info
+from crib.sandbox.info import pod_root, sandbox_info
 from crib.state.records import (
     ContainerRecord,
     ImageRecord,
@@ -111,16 +111,20 @@ async def create(deps: ContainerDeps, rec: ContainerRecord, sandbox: SandboxReco
         overlay.prepare(fs)
         failpoints.hit("container.dirs")
 
-        await asyncio.to_thread(overlay.mount_rootfs, fs, layers)
+        mapping = _idmapping(sandbox)
+        await asyncio.to_thread(overlay.mount_rootfs, fs, layers, mapping)
         failpoints.hit("container.rootfs")
 
+        info = sandbox_info(deps.layout, sandbox)
         undo.push("image volumes", lambda: imagevols.unmount_all(bundle))
-        image_mounts = await asyncio.to_thread(imagevols.mount_all, deps.images, bundle, config,
-                                               volumes or {})
+        undo.push("ID-mapped volumes", lambda: idmapped.unmount_all(bundle))
+        sources = await asyncio.to_thread(imagevols.mount_all, deps.images, bundle, config, volumes or {},
+                                          mapping)
+        sources.update(await asyncio.to_thread(idmapped.mount_all, bundle, config, info))
         failpoints.hit("container.image_volumes")
 
-        spec = await asyncio.to_thread(_build_spec, deps, rec, sandbox, config, sandbox_config, image, fs,
-                                       image_mounts)
+        spec = await asyncio.to_thread(_build_spec, deps, rec, info, config, sandbox_config, image, fs,
+                                       sources)
         _check_propagation(spec, config.metadata.name)
         (bundle / "config.json").write_text(json.dumps(spec))
         failpoints.hit("container.spec")
@@ -151,19 +155,28 @@ async def create(deps: ContainerDeps, rec: ContainerRecord, sandbox: SandboxReco
     return rec
 
 
-def _build_spec(deps: ContainerDeps, rec: ContainerRecord, sandbox: SandboxRecord, config: Any,
+def _idmapping(sandbox: SandboxRecord) -> overlay.IdMapping | None:
+    """How a user-namespaced pod's container sees image files (None for a pod without a user namespace)."""
+    root = pod_root(sandbox)
+    if root is None:
+        return None
+    return overlay.IdMapping(userns=sandbox.userns_path, root_uid=root[0], root_gid=root[1])
+
+
+def _build_spec(deps: ContainerDeps, rec: ContainerRecord, info: oci.SandboxInfo, config: Any,
                 sandbox_config: Any, image: ImageRecord, fs: Rootfs,
-                image_mounts: dict[int, str]) -> dict[str, Any]:
+                mount_sources: dict[int, str]) -> dict[str, Any]:
     needed = oci.image_volumes_needed(config, image.config)
     inputs = oci.ContainerInputs(
         container_id=rec.id, config=config, sandbox_config=sandbox_config,
-        sandbox=sandbox_info(deps.layout, sandbox), image=image.config, image_name=rec.image,
+        sandbox=info, image=image.config, image_name=rec.image,
         rootfs_path=str(fs.target), host=deps.host,
         passwd=overlay.read_file(fs, "/etc/passwd"), group=overlay.read_file(fs, "/etc/group"),
-        volume_dirs=gather.volume_dirs(fs, needed), image_mounts=image_mounts,
+        volume_dirs=gather.volume_dirs(fs, needed), mount_sources=mount_sources,
         device_nodes=gather.device_nodes(config),
         target_pid_ns=gather.target_pid_ns(config, deps.store.containers),
-        load_localhost=gather.localhost_loader(deps.cfg.runtime.seccomp_profile_root))
+        load_localhost=gather.localhost_loader(deps.cfg.runtime.seccomp_profile_root),
+        allowed_annotations=tuple(deps.cfg.runtime.handlers[rec.runtime_handler].allowed_annotations))
     spec: dict[str, Any] = oci.build_container_spec(inputs)
     return spec
 

@@ -61,12 +61,12 @@ def _check_sub_path(sub: str, where: str) -> None:
         raise InvalidArgument(f"{where} {sub!r} must be a relative path inside the image without '..'")
 
 
-def mount_all(images: ImageSource, bundle: Path, config: Any,
-              resolved: dict[int, ImageRecord]) -> dict[int, str]:
+def mount_all(images: ImageSource, bundle: Path, config: Any, resolved: dict[int, ImageRecord],
+              idmapping: overlay.IdMapping | None = None) -> dict[int, str]:
     """Mount every resolved image under the bundle; index -> host path to bind. Blocking (run in a thread).
 
     The caller registers unmount_all(bundle) as the undo before calling: a failure half-way leaves mounts
-    that it removes.
+    that it removes. idmapping: a user-namespaced pod's, so the image shows as owned by the pod's root.
 
     Raises:
         NotFound: an image_sub_path that does not exist in its image.
@@ -74,12 +74,12 @@ def mount_all(images: ImageSource, bundle: Path, config: Any,
     if not resolved:
         return {}
     base = bundle / DIR
-    base.mkdir(mode=0o700, exist_ok=True)
+    base.mkdir(mode=0o711, exist_ok=True)
     out: dict[int, str] = {}
     for index, image in sorted(resolved.items()):
         target = base / str(index)
         target.mkdir(mode=0o755)
-        overlay.mount_image(target, images.layer_dirs(image), base / _EMPTY)
+        overlay.mount_image(target, images.layer_dirs(image), base / _EMPTY, idmapping)
         m = config.mounts[index]
         out[index] = _sub_path(target, m.image_sub_path, config.metadata.name, index, image)
     return out

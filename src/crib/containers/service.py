@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from crib import ids, log
 from crib.containers import create as create_mod
 from crib.containers import exec as exec_mod
-from crib.containers import imagevols
+from crib.containers import idmapped, imagevols
 from crib.containers.deps import ContainerDeps
 from crib.containers.events import ContainerEvent, EventKind
 from crib.containers.stop import terminate
@@ -151,6 +151,7 @@ class ContainerService:
             (lay.attach / rec.id).unlink()
         fs = Rootfs(data=lay.container_data(rec.id), target=bundle / "rootfs")
         await asyncio.to_thread(imagevols.unmount_all, bundle)
+        await asyncio.to_thread(idmapped.unmount_all, bundle)
         await asyncio.to_thread(overlay.remove, fs)
         await asyncio.to_thread(shutil.rmtree, bundle, True)
         self.deps.store.delete_container(rec.id)

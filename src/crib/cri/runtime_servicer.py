@@ -19,6 +19,7 @@ from crib.cri import container_convert, sandbox_convert, validate
 from crib.cri.server import fill_unimplemented
 from crib.network import NetworkAdmin, NoNetwork
 from crib.runtime import Health
+from crib.runtime.handlers import HandlerFeatures
 from crib.sandbox import SandboxService
 
 # kubelet refuses any other value (kuberuntime_manager: typedVersion.Version != kubeRuntimeAPIVersion).
@@ -50,16 +51,19 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
             api.RuntimeCondition(type=c.type, status=c.status, reason=c.reason, message=c.message)
             for c in self._health.conditions()
         ]
-        # Recursive read-only mounts: runc lists "rro" and the kernel has mount_setattr (host facts).
-        rro = self._containers.deps.host.rro_supported
-        features = api.RuntimeHandlerFeatures(recursive_read_only_mounts=rro)
-        handlers = [api.RuntimeHandler(name="", features=features)] + [
-            api.RuntimeHandler(name=name, features=features) for name in sorted(self._cfg.runtime.handlers)
-        ]
+        # Per handler, probed at start-up (runtime/handlers.py); "" is the default handler.
+        probed = self._pods.deps.features
+        default = self._cfg.runtime.default_handler
+        handlers = [api.RuntimeHandler(name=name, features=_features(probed.get(name or default)))
+                    for name in ["", *sorted(self._cfg.runtime.handlers)]]
         info: dict[str, str] = {}
         if request.verbose:
             # crictl parses every value as JSON.
             info["config"] = json.dumps(config_mod.to_dict(self._cfg))
+            info["runtimeHandlerFeatures"] = json.dumps(
+                {name: {"recursiveReadOnlyMounts": f.recursive_read_only_mounts,
+                        "userNamespaces": f.user_namespaces, "userNamespacesReason": f.user_namespaces_reason}
+                 for name, f in sorted(probed.items())})
             info.update(self._network.status_info())
         return api.StatusResponse(
             status=api.RuntimeStatus(conditions=conditions),
@@ -209,6 +213,13 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
                                  context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         async for event in self._containers.deps.events.subscribe():
             yield container_convert.event(event)
+
+
+def _features(found: HandlerFeatures | None) -> api.RuntimeHandlerFeatures:
+    if found is None:
+        return api.RuntimeHandlerFeatures()
+    return api.RuntimeHandlerFeatures(recursive_read_only_mounts=found.recursive_read_only_mounts,
+                                      user_namespaces=found.user_namespaces)
 
 
 __all__ = ["KUBELET_API_VERSION", "RuntimeServicer"]

@@ -18,7 +18,13 @@ from crib.oci.defaults import (
     default_rlimits,
 )
 from crib.oci.inputs import ContainerInputs, HostDevice, HostFacts, InfraInputs, Rlimit, SandboxInfo
-from crib.oci.mounts import PropagationNeed, image_volumes_needed, is_image_mount, mount_propagation_needs
+from crib.oci.mounts import (
+    PropagationNeed,
+    idmapped_mounts,
+    image_volumes_needed,
+    is_image_mount,
+    mount_propagation_needs,
+)
 from crib.oci.namespaces import check_user_namespace
 from crib.oci.resources import clamp_oom_score_adj, linux_resources
 from crib.oci.seccomp import default_template, render_profile
@@ -48,6 +54,7 @@ __all__ = [
     "default_rlimits",
     "default_template",
     "exec_process",
+    "idmapped_mounts",
     "image_volumes_needed",
     "is_image_mount",
     "linux_resources",

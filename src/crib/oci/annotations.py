@@ -7,6 +7,8 @@ container belongs to. Inventing crib-only names would make those tools blind to 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 #: "sandbox" for a pod's infra process, "container" for a container of the pod.
 CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 CONTAINER_TYPE_SANDBOX = "sandbox"
@@ -32,6 +34,14 @@ RESERVED = frozenset({
     CONTAINER_NAME, IMAGE_NAME,
 })
 
+def allowed(annotations: Mapping[str, str], patterns: tuple[str, ...]) -> dict[str, str]:
+    """The annotations a handler lets into the spec: keys equal to a pattern, or starting with one that
+    ends in "*" ("*" alone lets everything through)."""
+    exact = {p for p in patterns if not p.endswith("*")}
+    prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
+    return {k: v for k, v in annotations.items() if k in exact or k.startswith(prefixes)}
+
+
 __all__ = [
     "CONTAINER_NAME",
     "CONTAINER_TYPE",
@@ -44,4 +54,5 @@ __all__ = [
     "SANDBOX_NAME",
     "SANDBOX_NAMESPACE",
     "SANDBOX_UID",
+    "allowed",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 
 from crib._proto.runtime.v1 import api_pb2 as api
 from crib.errors import InvalidArgument
-from crib.state.records import ImageConfig
+from crib.state.records import IDMap, ImageConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +118,10 @@ class SandboxInfo:
             /etc/hosts and /etc/resolv.conf unless a CRI mount covers them; "" = not mounted.
         shm_path: what is bind-mounted on /dev/shm: the pod's shm mount, or "/dev/shm" for a host-IPC pod;
             "" = a private tmpfs per container.
+        userns_path: the pod's pinned user namespace (it owns the network, IPC and UTS ones); "" = the
+            node's. Containers join it by path.
+        uid_mappings, gid_mappings: its maps (runc 1.1 needs them even when it joins by path, to know the
+            host ids of the container's root).
     """
 
     sandbox_id: str
@@ -131,6 +135,9 @@ class SandboxInfo:
     hosts_path: str = ""
     resolv_conf_path: str = ""
     shm_path: str = ""
+    userns_path: str = ""
+    uid_mappings: tuple[IDMap, ...] = ()
+    gid_mappings: tuple[IDMap, ...] = ()
 
 
 def refuse_localhost(ref: str) -> dict[str, Any]:
@@ -154,8 +161,9 @@ class ContainerInputs:
         group: the image's /etc/group text ("" if it has none).
         volume_dirs: image VOLUME path -> host directory the caller created for it; needed for every
             path of mounts.image_volumes_needed().
-        image_mounts: index in config.mounts of an image volume (Mount.image) -> the host path to bind:
-            the image mounted read-only by the caller, with image_sub_path already resolved inside it.
+        mount_sources: index in config.mounts -> the host path to bind instead, for the mounts the caller
+            prepares: image volumes (Mount.image: the image mounted read-only, image_sub_path already
+            resolved inside it) and ID-mapped volumes (mounts.idmapped_mounts()).
         device_nodes: CRI Device.host_path -> the node(s) found there (a directory gives every device
             node under it, with HostDevice.path under that directory). A missing key means the path
             does not exist and is reported as the request's error.
@@ -164,6 +172,8 @@ class ContainerInputs:
         host: node facts.
         load_localhost: reads a Localhost seccomp profile (the localhost_ref path) into a dict; raises a
             CribError (NotFound/InvalidArgument) naming the file when it cannot.
+        allowed_annotations: which of the container's CRI annotations go into the spec (the handler's
+            allowed_annotations: keys, or prefixes ending in "*").
     """
 
     container_id: str
@@ -177,10 +187,11 @@ class ContainerInputs:
     passwd: str = ""
     group: str = ""
     volume_dirs: Mapping[str, str] = field(default_factory=dict)
-    image_mounts: Mapping[int, str] = field(default_factory=dict)
+    mount_sources: Mapping[int, str] = field(default_factory=dict)
     device_nodes: Mapping[str, tuple[HostDevice, ...]] = field(default_factory=dict)
     target_pid_ns: str = ""
     load_localhost: Callable[[str], dict[str, Any]] = refuse_localhost
+    allowed_annotations: tuple[str, ...] = ("*",)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,6 +209,8 @@ class InfraInputs:
         oom_score_adj: kubelet gives the pod's infra (pause) -998 so it is the last thing OOM-killed;
             clamped to HostFacts.oom_score_adj_min.
         cpu_shares: the infra's CPU weight (2, like the pause container).
+        allowed_annotations: which of the pod's CRI annotations go into the spec (a sandboxed runtime such
+            as gVisor reads its pod-wide settings from the sandbox's spec).
     """
 
     sandbox_config: api.PodSandboxConfig
@@ -208,6 +221,7 @@ class InfraInputs:
     sysctls: Mapping[str, str] = field(default_factory=dict)
     oom_score_adj: int = -998
     cpu_shares: int = 2
+    allowed_annotations: tuple[str, ...] = ("*",)
 
 
 __all__ = [

@@ -17,9 +17,13 @@ Design note -- the order and precedence are containerd's, because images and kub
   latter from mount_propagation_needs(), since making a host mount shared is a side effect.
 * The pod's files are read-only when the root filesystem is; SELinux relabelling is ignored (no SELinux).
 * A CRI mount naming an image (Mount.image, KEP-4639) is an image volume: the caller mounts the image
-  read-only and hands in the host path to bind (ContainerInputs.image_mounts, image_sub_path already
+  read-only and hands in the host path to bind (ContainerInputs.mount_sources, image_sub_path already
   resolved inside the image). It must say readonly and name no host_path; it is bound "ro", "nosuid",
   "nodev" with private propagation (it is not executable-blocked: images carry binaries).
+* A CRI mount with uidMappings/gidMappings (kubelet sets the pod's own for a user-namespaced pod's volumes)
+  is an ID-mapped mount. runc 1.1 cannot make those, so the caller does (system/idmap.py) and hands in the
+  ID-mapped mount's path in mount_sources; the builder binds that instead of host_path. The mappings must
+  be the pod's (the mount is made through the pod's user namespace) and need a user-namespaced pod.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crib._proto.runtime.v1 import api_pb2 as api
-from crib.errors import InvalidArgument, Unimplemented
+from crib.errors import InvalidArgument
 from crib.oci import defaults
 from crib.oci.inputs import SandboxInfo
 from crib.state.records import ImageConfig
@@ -70,7 +74,8 @@ def is_image_mount(mount: api.Mount) -> bool:
     return mount.HasField("image") and bool(mount.image.image or mount.image.image_ref)
 
 
-def _image_mount(mount: api.Mount, index: int, where: str, image_mounts: Mapping[int, str]) -> dict[str, Any]:
+def _image_mount(mount: api.Mount, index: int, where: str,
+                 mount_sources: Mapping[int, str]) -> dict[str, Any]:
     name = mount.image.image or mount.image.image_ref
     if mount.host_path:
         raise InvalidArgument(f"{where} names both an image ({name}) and host_path {mount.host_path!r}; "
@@ -78,31 +83,34 @@ def _image_mount(mount: api.Mount, index: int, where: str, image_mounts: Mapping
     if not mount.readonly:
         raise InvalidArgument(f"{where} mounts image {name} read-write; image volumes are read-only: set "
                               "readonly")
-    source = image_mounts.get(index)
+    source = mount_sources.get(index)
     if not source:
-        raise ValueError(f"{where}: no mounted image given for image volume {name}; image_mounts must hold "
+        raise ValueError(f"{where}: no mounted image given for image volume {name}; mount_sources must hold "
                          "every image mount")
     return _bind(source, clean_path(mount.container_path), "rprivate", "nosuid", "nodev", "ro")
 
 
 def _cri_mount(mount: api.Mount, index: int, *, container: str, rro_supported: bool,
-               image_mounts: Mapping[int, str]) -> dict[str, Any]:
+               mount_sources: Mapping[int, str]) -> dict[str, Any]:
     where = f"container {container!r}: mounts[{index}]"
     if mount.image_sub_path and not is_image_mount(mount):
         raise InvalidArgument(f"{where}: image_sub_path {mount.image_sub_path!r} is set but the mount names "
                               "no image; set image or drop image_sub_path")
-    if mount.uidMappings or mount.gidMappings:
-        raise Unimplemented(f"{where} asks for ID-mapped mounts, which need user namespaces; crib does not "
-                            "support them")
     if not mount.container_path.startswith("/"):
         raise InvalidArgument(f"{where}.container_path {mount.container_path!r} must be an absolute path")
     if clean_path(mount.container_path) == "/":
         raise InvalidArgument(f"{where}.container_path is \"/\": nothing can be mounted over the root "
                               "filesystem; mount a directory below it")
     if is_image_mount(mount):
-        return _image_mount(mount, index, where, image_mounts)
+        return _image_mount(mount, index, where, mount_sources)
     if not mount.host_path.startswith("/"):
         raise InvalidArgument(f"{where}.host_path {mount.host_path!r} must be an absolute path")
+    source = clean_path(mount.host_path)
+    if mount.uidMappings or mount.gidMappings:
+        source = mount_sources.get(index, "")
+        if not source:
+            raise ValueError(f"{where}: no ID-mapped mount given for {mount.host_path}; mount_sources must "
+                             "hold every mount of idmapped_mounts()")
     propagation = _PROPAGATION.get(mount.propagation)
     if propagation is None:
         raise InvalidArgument(f"{where}.propagation {mount.propagation} is not a known MountPropagation")
@@ -117,7 +125,38 @@ def _cri_mount(mount: api.Mount, index: int, *, container: str, rro_supported: b
         mode = "rro"
     else:
         mode = "ro" if mount.readonly else "rw"
-    return _bind(clean_path(mount.host_path), clean_path(mount.container_path), propagation, mode)
+    return _bind(source, clean_path(mount.container_path), propagation, mode)
+
+
+def _maps(items: Any) -> tuple[tuple[int, int, int], ...]:
+    return tuple((m.container_id, m.host_id, m.length) for m in items)
+
+
+def idmapped_mounts(config: api.ContainerConfig, sandbox: SandboxInfo) -> tuple[int, ...]:
+    """Indexes of the CRI mounts the caller must ID-map (through the pod's user namespace).
+
+    Raises:
+        InvalidArgument: mappings in a pod without its own user namespace, mappings other than the pod's,
+            or mappings on an image volume.
+    """
+    out = []
+    pod = (_maps(sandbox.uid_mappings), _maps(sandbox.gid_mappings))
+    for index, mount in enumerate(config.mounts):
+        if not (mount.uidMappings or mount.gidMappings):
+            continue
+        where = f"container {config.metadata.name!r}: mounts[{index}]"
+        if not sandbox.userns_path:
+            raise InvalidArgument(f"{where} asks for an ID-mapped mount, which needs a pod with its own user "
+                                  "namespace; drop uidMappings/gidMappings or set hostUsers: false")
+        if is_image_mount(mount):
+            raise InvalidArgument(f"{where}: an image volume takes no uidMappings/gidMappings (crib maps it "
+                                  "to the pod's user namespace itself)")
+        if (_maps(mount.uidMappings), _maps(mount.gidMappings)) != pod:
+            raise InvalidArgument(f"{where}: uidMappings/gidMappings differ from the pod's user namespace "
+                                  "mappings; a volume is mapped through the pod's user namespace, so give "
+                                  "the pod's mappings")
+        out.append(index)
+    return tuple(out)
 
 
 def image_volumes_needed(config: api.ContainerConfig, image: ImageConfig) -> tuple[str, ...]:
@@ -153,20 +192,21 @@ def container_mounts(
     privileged: bool,
     readonly_rootfs: bool,
     rro_supported: bool,
-    image_mounts: Mapping[int, str] | None = None,
+    mount_sources: Mapping[int, str] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """The container's `mounts` and the root filesystem propagation they need ("" = runc's default).
 
     Raises:
         InvalidArgument: a relative path, two CRI mounts on one path, an impossible read-only request, a
             writable image volume.
-        Unimplemented: ID-mapped mounts in the CRI mounts.
-        ValueError: volume_dirs lacks a needed image VOLUME, or image_mounts an image mount (caller bugs).
+        ValueError: volume_dirs lacks a needed image VOLUME, or mount_sources an image or ID-mapped mount
+            (caller bugs).
     """
     supplied: dict[str, dict[str, Any]] = {}
+    idmapped_mounts(config, sandbox)
     for index, mount in enumerate(config.mounts):
         spec_mount = _cri_mount(mount, index, container=container, rro_supported=rro_supported,
-                                image_mounts=image_mounts or {})
+                                mount_sources=mount_sources or {})
         if spec_mount["destination"] in supplied:
             raise InvalidArgument(f"container {container!r}: mounts[{index}] mounts over "
                                   f"{spec_mount['destination']}, which another mount uses already; keep one")
@@ -208,5 +248,5 @@ def mount_propagation_needs(spec: Mapping[str, Any]) -> tuple[PropagationNeed, .
     return tuple(needs)
 
 
-__all__ = ["PropagationNeed", "clean_path", "container_mounts", "image_volumes_needed", "is_image_mount",
-           "mount_propagation_needs"]
+__all__ = ["PropagationNeed", "clean_path", "container_mounts", "idmapped_mounts", "image_volumes_needed",
+           "is_image_mount", "mount_propagation_needs"]

@@ -14,8 +14,11 @@ own NamespaceOption decides only the PID namespace:
 Every container gets its own mount namespace, and on cgroup v2 its own cgroup namespace unless privileged
 (containerd's rule; v1 containers see their cgroups through runc's bind mounts instead).
 
-User namespaces are not implemented: NODE (or unset) is the host's, POD is refused as Unimplemented, and
-CONTAINER/TARGET are invalid for user namespaces, as the CRI says.
+The user namespace is the pod's too: a pod created with its own (userns_options mode POD) has it pinned
+(SandboxInfo.userns_path) and every container and the infra process join it by path, with the pod's maps
+written as linux.uidMappings/gidMappings (runc 1.1 reads them to know the host ids of the container's root).
+A container's own userns_options (kubelet sends the pod's) must agree with the pod: POD only in a pod that
+has one, NODE only in one that has none; CONTAINER and TARGET are invalid for user namespaces (CRI).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from crib._proto.runtime.v1 import api_pb2 as api
-from crib.errors import InvalidArgument, Unimplemented
+from crib.errors import InvalidArgument
 from crib.oci.inputs import SandboxInfo
 
 POD = api.NamespaceMode.POD
@@ -32,27 +35,38 @@ NODE = api.NamespaceMode.NODE
 TARGET = api.NamespaceMode.TARGET
 
 
-def check_user_namespace(options: api.NamespaceOption, *, what: str) -> None:
-    """Refuse a user namespace request crib cannot honour.
+def check_user_namespace(options: api.NamespaceOption, *, pod_has_userns: bool, what: str) -> None:
+    """Refuse a container's user namespace request that its pod cannot give (see the module note).
 
     Args:
-        options: the pod's or container's NamespaceOption.
-        what: names the object in the message, e.g. "pod 'web'" or "container 'app'".
+        options: the container's NamespaceOption.
+        pod_has_userns: whether the pod was created with its own user namespace.
+        what: names the object in the message, e.g. "container 'app'".
 
     Raises:
-        Unimplemented: mode POD (a user namespace with ID mappings).
-        InvalidArgument: mode CONTAINER or TARGET, which the CRI does not allow for user namespaces.
+        InvalidArgument: mode CONTAINER or TARGET, which the CRI does not allow for user namespaces; a
+            mode that disagrees with the pod's.
     """
     if not options.HasField("userns_options"):
         return
     mode = options.userns_options.mode
-    if mode == NODE:
-        return
-    if mode == POD:
-        raise Unimplemented(f"{what}: user namespaces (userns_options mode POD) are not supported by crib; "
-                            "use hostUsers: true (mode NODE)")
-    raise InvalidArgument(f"{what}: userns_options mode {api.NamespaceMode.Name(mode)} is invalid; user "
-                          "namespaces are POD or NODE")
+    if mode == NODE and pod_has_userns:
+        raise InvalidArgument(f"{what}: userns_options mode NODE, but the pod has its own user namespace; "
+                              "a container runs in its pod's (use POD)")
+    if mode == POD and not pod_has_userns:
+        raise InvalidArgument(f"{what}: userns_options mode POD, but the pod was created without a user "
+                              "namespace of its own (hostUsers: true); use NODE")
+    if mode not in (POD, NODE):
+        raise InvalidArgument(f"{what}: userns_options mode {api.NamespaceMode.Name(mode)} is invalid; user "
+                              "namespaces are POD or NODE")
+
+
+def id_mappings(sandbox: SandboxInfo) -> dict[str, Any]:
+    """linux.uidMappings and gidMappings of a user-namespaced pod's processes ({} without one)."""
+    if not sandbox.userns_path:
+        return {}
+    return {key: [{"containerID": m.container_id, "hostID": m.host_id, "size": m.length} for m in maps]
+            for key, maps in (("uidMappings", sandbox.uid_mappings), ("gidMappings", sandbox.gid_mappings))}
 
 
 def _joined(kind: str, path: str, what: str) -> dict[str, Any]:
@@ -88,6 +102,8 @@ def _pid(pod: api.NamespaceOption, own: api.NamespaceOption, sandbox: SandboxInf
 
 def _pod_shared(pod: api.NamespaceOption, sandbox: SandboxInfo, what: str) -> list[dict[str, Any]]:
     out = []
+    if sandbox.userns_path:
+        out.append({"type": "user", "path": sandbox.userns_path})
     if pod.ipc != NODE:
         out.append(_joined("ipc", sandbox.ipcns_path, what))
     if pod.network != NODE:
@@ -137,4 +153,4 @@ def infra_namespaces(*, pod: api.NamespaceOption, sandbox: SandboxInfo) -> list[
     return [{"type": "pid"}, *_pod_shared(pod, sandbox, what)]
 
 
-__all__ = ["check_user_namespace", "container_namespaces", "infra_namespaces"]
+__all__ = ["check_user_namespace", "container_namespaces", "id_mappings", "infra_namespaces"]

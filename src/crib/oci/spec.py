@@ -19,7 +19,7 @@ from crib.oci import defaults
 from crib.oci.devices import container_devices
 from crib.oci.inputs import ContainerInputs, HostFacts, InfraInputs, Rlimit
 from crib.oci.mounts import container_mounts
-from crib.oci.namespaces import check_user_namespace, container_namespaces, infra_namespaces
+from crib.oci.namespaces import check_user_namespace, container_namespaces, id_mappings, infra_namespaces
 from crib.oci.process import exec_process, process_args, process_env, working_dir
 from crib.oci.resources import check_oom_score_adj, clamp_oom_score_adj, linux_resources
 from crib.oci.seccomp import container_seccomp
@@ -65,7 +65,6 @@ def build_container_spec(inputs: ContainerInputs) -> dict[str, Any]:
         InvalidArgument: the request cannot be honoured as given; the message names the container and
             the field (no command, unknown user, unknown capability, bad mount or device, AppArmor asked
             for on a host without it, a privileged container in a non-privileged pod, ...).
-        Unimplemented: user namespaces, ID-mapped mounts.
         ValueError: the caller's inputs break their contract (a missing namespace path or volume dir).
     """
     config, host, sandbox = inputs.config, inputs.host, inputs.sandbox
@@ -76,7 +75,8 @@ def build_container_spec(inputs: ContainerInputs) -> dict[str, Any]:
     if privileged and not pod_sc.privileged:
         raise InvalidArgument(f"container {container!r}: privileged containers need a privileged pod; set "
                               "privileged in the pod's security context too")
-    check_user_namespace(sc.namespace_options, what=f"container {container!r}")
+    check_user_namespace(sc.namespace_options, pod_has_userns=bool(sandbox.userns_path),
+                         what=f"container {container!r}")
 
     user = resolve_container_user(sc, container=container, image_user=inputs.image.user,
                                   passwd=inputs.passwd, group=inputs.group)
@@ -104,7 +104,7 @@ def build_container_spec(inputs: ContainerInputs) -> dict[str, Any]:
     mounts, root_propagation = container_mounts(
         config=config, container=container, sandbox=sandbox, image=inputs.image,
         volume_dirs=inputs.volume_dirs, privileged=privileged, readonly_rootfs=sc.readonly_rootfs,
-        rro_supported=host.rro_supported, image_mounts=inputs.image_mounts)
+        rro_supported=host.rro_supported, mount_sources=inputs.mount_sources)
     nodes, device_rules = container_devices(config, container=container, device_nodes=inputs.device_nodes,
                                             privileged=privileged, host_devices=host.host_devices)
     masked, readonly = masked_and_readonly_paths(sc, container=container, privileged=privileged)
@@ -121,6 +121,7 @@ def build_container_spec(inputs: ContainerInputs) -> dict[str, Any]:
         "maskedPaths": masked,
         "readonlyPaths": readonly,
     }
+    linux.update(id_mappings(sandbox))
     if nodes:
         linux["devices"] = nodes
     seccomp = container_seccomp(sc, container=container, privileged=privileged, capabilities=caps["bounding"],
@@ -131,7 +132,7 @@ def build_container_spec(inputs: ContainerInputs) -> dict[str, Any]:
     if root_propagation:
         linux["rootfsPropagation"] = root_propagation
 
-    annotations = dict(config.annotations)
+    annotations = ann.allowed(config.annotations, inputs.allowed_annotations)
     annotations.update(_pod_annotations(inputs.sandbox_config, sandbox.sandbox_id))
     annotations.update({
         ann.CONTAINER_TYPE: ann.CONTAINER_TYPE_CONTAINER,
@@ -185,9 +186,11 @@ def build_infra_spec(inputs: InfraInputs) -> dict[str, Any]:
         "maskedPaths": list(defaults.DEFAULT_MASKED_PATHS),
         "readonlyPaths": list(defaults.DEFAULT_READONLY_PATHS),
     }
+    linux.update(id_mappings(sandbox))
     if inputs.sysctls:
         linux["sysctl"] = dict(sorted(inputs.sysctls.items()))
-    annotations = _pod_annotations(pod, sandbox.sandbox_id)
+    annotations = ann.allowed(pod.annotations, inputs.allowed_annotations)
+    annotations.update(_pod_annotations(pod, sandbox.sandbox_id))
     annotations[ann.CONTAINER_TYPE] = ann.CONTAINER_TYPE_SANDBOX
     annotations[ann.SANDBOX_LOG_DIRECTORY] = pod.log_directory
     return {

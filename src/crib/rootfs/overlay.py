@@ -6,6 +6,11 @@
 
 The writable layer's size is what stats report as the container's filesystem usage. Image VOLUMEs get a
 directory of their own under <root>/containers/<id>/volumes/, seeded with the image's content there.
+
+In a user-namespaced pod the lower layers are ID-mapped mounts (system/idmap.py) through the pod's user
+namespace, so the image's root-owned files show as the pod's root without a copy or a chown; the upper
+directory (which overlayfs cannot take ID-mapped) starts empty and owned by the pod's root on the host, and
+what the container writes there is stored with its host ids. Image layers are never touched.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from crib.system import mount, safeopen
+from crib.system import idmap, mount, safeopen
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,16 +53,31 @@ def prepare(fs: Rootfs) -> None:
     fs.target.mkdir(parents=True, mode=0o755)
 
 
-def mount_rootfs(fs: Rootfs, layers: list[Path]) -> None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdMapping:
+    """A user-namespaced pod's view: its pinned user namespace, and the host uid/gid of its root."""
+
+    userns: str
+    root_uid: int
+    root_gid: int
+
+
+def mount_rootfs(fs: Rootfs, layers: list[Path], idmapping: IdMapping | None = None) -> None:
     """Mount the overlay (layers lowest first); an image with no layers gets an empty lower dir."""
     if not layers:
         empty = fs.data / "empty"
         empty.mkdir(exist_ok=True)
         layers = [empty]
-    mount.overlay(fs.target, lower=layers, upper=fs.upper, work=fs.work)
+    if idmapping is None:
+        mount.overlay(fs.target, lower=layers, upper=fs.upper, work=fs.work)
+        return
+    os.chown(fs.upper, idmapping.root_uid, idmapping.root_gid)
+    with idmap.mapped_paths(layers, idmapping.userns) as lower:
+        mount.overlay(fs.target, lower=lower, upper=fs.upper, work=fs.work)
 
 
-def mount_image(target: Path, layers: list[Path], empty: Path) -> None:
+def mount_image(target: Path, layers: list[Path], empty: Path,
+                idmapping: IdMapping | None = None) -> None:
     """Mount an image's layers (lowest first) read-only at target, with no writable layer (image volumes).
 
     overlayfs wants two lower dirs when there is no upper one, so an empty directory goes at the bottom;
@@ -67,7 +87,11 @@ def mount_image(target: Path, layers: list[Path], empty: Path) -> None:
     if not layers:
         mount.bind(empty, target, readonly=True)
         return
-    mount.overlay(target, lower=[empty, *layers], upper=None, work=None, readonly=True)
+    if idmapping is None:
+        mount.overlay(target, lower=[empty, *layers], upper=None, work=None, readonly=True)
+        return
+    with idmap.mapped_paths([empty, *layers], idmapping.userns) as mapped:
+        mount.overlay(target, lower=mapped, upper=None, work=None, readonly=True)
 
 
 def unmount_rootfs(fs: Rootfs) -> None:
@@ -140,5 +164,5 @@ def usage(fs: Rootfs) -> tuple[int, int]:
     return total, len(seen)
 
 
-__all__ = ["Rootfs", "mount_image", "mount_rootfs", "prepare", "read_file", "remove", "unmount_rootfs",
-           "usage", "volume_dir"]
+__all__ = ["IdMapping", "Rootfs", "mount_image", "mount_rootfs", "prepare", "read_file", "remove",
+           "unmount_rootfs", "usage", "volume_dir"]

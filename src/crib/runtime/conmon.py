@@ -72,6 +72,7 @@ def argv(monitor: Monitor, launch: Launch) -> list[str]:
     args = [monitor.conmon, "--api-version", "1",
             "-c", launch.cid, "-u", launch.cid, "-n", launch.name,
             "-r", launch.runc.path, "--runtime-arg", "--root=" + launch.runc.root,
+            *(a for arg in launch.runc.global_args for a in ("--runtime-arg", arg)),
             "-b", str(launch.bundle), "-p", str(launch.bundle / CONTAINER_PIDFILE),
             "-P", str(launch.bundle / CONMON_PIDFILE), "--persist-dir", str(launch.bundle),
             "--exit-dir", str(monitor.exit_dir), "--socket-dir-path", str(monitor.socket_dir),

@@ -3,6 +3,7 @@
     root (persistent):    containers/<id>/{upper,work,volumes/}     sandboxes/<id>/ (unused for now)
     runroot (volatile):   sandboxes/<id>/{hostname,hosts,resolv.conf,shm/}
                           netns/<id>  ipcns/<id>  utsns/<id>        pinned namespaces
+                          userns/<id>                               (user-namespaced pods)
                           containers/<id>/{config.json,rootfs/,pidfile,conmon.pid,ctl,exit,oom}
                           exits/<id>                                conmon --exit-dir
                           attach/<id>                               conmon --socket-dir-path symlinks
@@ -33,6 +34,9 @@ class Layout:
     def utsns(self, sid: str) -> Path:
         return self.runroot / "utsns" / sid
 
+    def userns(self, sid: str) -> Path:
+        return self.runroot / "userns" / sid
+
     def bundle(self, cid: str) -> Path:
         return self.runroot / "containers" / cid
 
@@ -51,10 +55,16 @@ class Layout:
     def infra_rootfs(self) -> Path:
         return self.runroot / "infra" / "rootfs"
 
+    def traversable_dirs(self) -> list[Path]:
+        """Fixed dirs on the way to a container's root filesystem and its pod's files: mode 0711, so that
+        the root of a user-namespaced pod (an unprivileged host uid) can reach them by name (not list)."""
+        return [self.runroot, self.runroot / "containers", self.runroot / "sandboxes"]
+
     def fixed_dirs(self) -> list[Path]:
         """Directories the daemon creates at start-up and keeps."""
         return [self.runroot / "sandboxes", self.runroot / "netns", self.runroot / "ipcns",
-                self.runroot / "utsns", self.runroot / "containers", self.exits, self.attach,
+                self.runroot / "utsns", self.runroot / "userns", self.runroot / "containers", self.exits,
+                self.attach,
                 self.root / "containers"]
 
 

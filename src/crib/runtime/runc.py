@@ -42,14 +42,25 @@ class ExecResult:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Runc:
-    """One OCI runtime handler (see the module note)."""
+    """One OCI runtime handler (see the module note).
+
+    global_args go before every command (runsc's --platform=ptrace); sandboxed marks a sandbox/VM runtime
+    (config.HandlerConfig.sandboxed).
+    """
 
     handler: str
     path: str
     root: str
+    global_args: tuple[str, ...] = ()
+    sandboxed: bool = False
+
+    @property
+    def name(self) -> str:
+        """The runtime binary's name, for messages ("runc", "runsc")."""
+        return os.path.basename(self.path)
 
     def argv(self, *args: str) -> list[str]:
-        return [self.path, "--root", self.root, *args]
+        return [self.path, "--root", self.root, *self.global_args, *args]
 
     async def _run(self, *args: str, timeout: float = RUNC_TIMEOUT, check: bool = True,
                    input: bytes | None = None) -> proc.Result:

@@ -1,8 +1,13 @@
 """RunPodSandbox, step by step: every side effect registers its undo before the next one starts.
 
     record CREATING (reserves the name) -> run dir -> cgroup parent -> pinned net/IPC/UTS namespaces
-    (hostname, loopback, sysctls set inside) -> hostname, hosts, resolv.conf -> /dev/shm tmpfs ->
-    PID-namespace holder (pid mode POD) -> CNI ADD -> record CREATED
+    (hostname, loopback, sysctls set inside; for a user-namespaced pod the user namespace first, owning
+    them) -> hostname, hosts, resolv.conf -> /dev/shm tmpfs -> PID-namespace holder (pid mode POD) ->
+    CNI ADD -> record CREATED
+
+A user-namespaced pod's files (hostname, hosts, resolv.conf, the /dev/shm tmpfs) belong to the pod's root
+(the host ids its container id 0 maps to), so that root can use them like any pod's root; its log
+directory stays the node's (conmon writes the logs).
 
 A failure anywhere runs the undos in reverse (state/undo.py) and leaves nothing: no mount, no pinned
 namespace, no cgroup, no conmon, no file, no row. Each step ends with a failpoint (failpoints.py) so that
@@ -27,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from crib import failpoints, log
+from crib.errors import FailedPrecondition
 from crib.network import PodNetworkRequest, PortMapping
 from crib.sandbox import files, infra, policy
 from crib.sandbox.deps import SandboxDeps
+from crib.sandbox.info import pod_root
 from crib.state.records import Phase, PodMeta, SandboxRecord
 from crib.state.undo import Undo
 from crib.system import mount, ns
@@ -54,6 +61,14 @@ def initial_record(deps: SandboxDeps, sid: str, config: Any, handler: str) -> Sa
     linux = config.linux
     sc = linux.security_context
     modes = policy.namespaces(sc.namespace_options)
+    userns = policy.user_namespace(sc.namespace_options, modes)
+    if userns is not None:
+        features = deps.features.get(handler)
+        if features is None or not features.user_namespaces:
+            why = features.user_namespaces_reason if features is not None else "not probed"
+            raise FailedPrecondition(f"pod {meta.namespace}/{meta.name} asks for its own user namespace "
+                                     f"(hostUsers: false), but runtime handler {handler!r} cannot run one: "
+                                     f"{why}")
     sysctls = policy.check_sysctls(dict(linux.sysctls), modes)
     parent = policy.cgroup_parent(linux.cgroup_parent, driver=deps.cfg.runtime.cgroup_driver,
                                   default_parent=deps.cfg.runtime.default_cgroup_parent, sandbox_id=sid)
@@ -72,7 +87,8 @@ def initial_record(deps: SandboxDeps, sid: str, config: Any, handler: str) -> Sa
         log_directory=config.log_directory, cgroup_parent=parent, network_mode=modes.network,
         pid_mode=modes.pid, ipc_mode=modes.ipc, pid_target=modes.target_id, port_mappings=ports,
         dns_servers=tuple(dns.servers), dns_searches=tuple(dns.searches), dns_options=tuple(dns.options),
-        sysctls=sysctls)
+        sysctls=sysctls, uid_mappings=userns.uids if userns else (),
+        gid_mappings=userns.gids if userns else ())
 
 
 async def create(deps: SandboxDeps, rec: SandboxRecord, config: Any) -> SandboxRecord:
@@ -114,7 +130,7 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
         # Everything else is undone by now: the pod holds its netns pin and its CNI cache entry only.
         kept.append(deps.store.put_sandbox(dataclasses.replace(
             rec, phase=Phase.CREATED, stopped_at=time.time_ns(), ips=(), cgroups_created=(), shm_path="",
-            infra_id="", infra_pid=0, ipcns_path="", utsns_path="")))
+            infra_id="", infra_pid=0, ipcns_path="", utsns_path="", userns_path="")))
         log.event(_log, 40, "pod network not released after a failed RunPodSandbox; pod kept NOTREADY "
                   "for RemovePodSandbox", pod=sid, netns=rec.netns_path)
 
@@ -139,7 +155,12 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
         req = ns.PinRequest(net=None if rec.network_mode == "node" else lay.netns(sid),
                             ipc=None if rec.ipc_mode == "node" else lay.ipcns(sid),
                             uts=None if rec.network_mode == "node" else lay.utsns(sid),
-                            hostname=rec.hostname, sysctls=rec.sysctls)
+                            hostname=rec.hostname, sysctls=rec.sysctls,
+                            user=lay.userns(sid) if rec.uid_mappings else None,
+                            uid_map=policy.map_text(rec.uid_mappings),
+                            gid_map=policy.map_text(rec.gid_mappings))
+        if req.user is not None:  # pushed first, so unpinned last: it owns the others
+            undo.push(f"unpin {req.user}", functools.partial(ns.unpin, req.user))
         if req.net is not None:
             undo.push(f"unpin {req.net}", functools.partial(undo_netns, req.net))
         for target in (req.ipc, req.uts):
@@ -148,7 +169,7 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
         ns.prepare_targets(req)
         await ns.pin(req)
         rec = dataclasses.replace(rec, netns_path=str(req.net or ""), ipcns_path=str(req.ipc or ""),
-                                  utsns_path=str(req.uts or ""))
+                                  utsns_path=str(req.uts or ""), userns_path=str(req.user or ""))
         failpoints.hit("sandbox.namespaces")
 
         write_files(rec, rundir)
@@ -161,7 +182,7 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
             shm.mkdir(mode=0o755)
             undo.push("shm", lambda: mount.umount_all(shm))
             mount.tmpfs(shm, size=deps.cfg.runtime.shm_size, flags=mount.MS_NOSUID | mount.MS_NODEV
-                        | mount.MS_NOEXEC)
+                        | mount.MS_NOEXEC, owner=pod_root(rec))
             rec = dataclasses.replace(rec, shm_path=str(shm))
         failpoints.hit("sandbox.shm")
 
@@ -177,7 +198,8 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
             status = await deps.network.setup(net_req)
             rec = dataclasses.replace(rec, ips=tuple(status.ips))
             if status.ips:
-                files.write_atomic(rundir / "hosts", files.hosts(rec.hostname, status.ips))
+                files.write_atomic(rundir / "hosts", files.hosts(rec.hostname, status.ips),
+                                   owner=pod_root(rec))
         failpoints.hit("sandbox.network")
 
         rec = deps.store.put_sandbox(dataclasses.replace(rec, phase=Phase.CREATED))
@@ -196,16 +218,17 @@ def _size_pod_cgroup(deps: SandboxDeps, cgroup: str, linux: Any) -> None:
 
 def write_files(rec: SandboxRecord, rundir: Any) -> None:
     """hostname, hosts and resolv.conf of the pod (host copies for a host-network pod without DNS)."""
-    files.write_atomic(rundir / "hostname", rec.hostname + "\n")
+    owner = pod_root(rec)
+    files.write_atomic(rundir / "hostname", rec.hostname + "\n", owner=owner)
     if rec.network_mode == "node":
-        files.write_atomic(rundir / "hosts", files.host_text(files.HOST_HOSTS))
+        files.write_atomic(rundir / "hosts", files.host_text(files.HOST_HOSTS), owner=owner)
     else:
-        files.write_atomic(rundir / "hosts", files.hosts(rec.hostname, ()))
+        files.write_atomic(rundir / "hosts", files.hosts(rec.hostname, ()), owner=owner)
     if rec.dns_servers or rec.dns_searches or rec.dns_options:
         text = files.resolv_conf(rec.dns_servers, rec.dns_searches, rec.dns_options)
     else:
         text = files.host_text(files.HOST_RESOLV_CONF)
-    files.write_atomic(rundir / "resolv.conf", text)
+    files.write_atomic(rundir / "resolv.conf", text, owner=owner)
 
 
 __all__ = ["create", "initial_record", "network_request", "write_files"]

@@ -9,6 +9,7 @@ from crib.config import Config
 from crib.network import PodNetwork
 from crib.oci import HostFacts
 from crib.runtime.conmon import Monitor
+from crib.runtime.handlers import HandlerFeatures
 from crib.runtime.layout import Layout
 from crib.runtime.runc import Runc
 from crib.state.pending import KeyedLocks
@@ -45,6 +46,7 @@ class SandboxDeps:
     runcs: dict[str, Runc]
     locks: KeyedLocks
     host: HostFacts
+    features: dict[str, HandlerFeatures] = field(default_factory=dict)  # per handler, probed at start-up
     leaving: set[str] = field(default_factory=set)  # pods past the point of handing over cgroups
     containers: PodContainers = _NoContainers()  # noqa: RUF009 - stateless stand-in until wired
 

@@ -39,11 +39,14 @@ def resolv_conf(servers: Sequence[str], searches: Sequence[str], options: Sequen
     return "\n".join(out) + "\n" if out else ""
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+def write_atomic(path: Path, text: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+    """Replace path with text (temp file + rename); owner = (uid, gid) on the host, None = root's."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as fh:
         fh.write(text)
         os.fchmod(fh.fileno(), mode)
+        if owner is not None:
+            os.fchown(fh.fileno(), *owner)
     os.replace(tmp, path)
 
 

@@ -28,10 +28,11 @@ STOP_WAIT = 5.0
 async def start(deps: SandboxDeps, rec: SandboxRecord, config: Any) -> int:
     """Create and start the holder; returns its pid (the caller registers remove() as the undo first)."""
     bundle = deps.layout.bundle(rec.id)
-    bundle.mkdir(parents=True, mode=0o700)
+    bundle.mkdir(parents=True, mode=0o711)  # reachable by a user-namespaced pod's root (layout.py)
     spec = oci.build_infra_spec(oci.InfraInputs(
         sandbox_config=config, sandbox=sandbox_info(deps.layout, rec),
-        rootfs_path=str(deps.layout.infra_rootfs), host=deps.host))
+        rootfs_path=str(deps.layout.infra_rootfs), host=deps.host,
+        allowed_annotations=tuple(deps.cfg.runtime.handlers[rec.runtime_handler].allowed_annotations)))
     (bundle / "config.json").write_text(json.dumps(spec))
     runc = deps.runc(rec.runtime_handler)
     launch = conmon.Launch(cid=rec.id, name=f"{rec.meta.name}-infra", bundle=bundle, log_path="", runc=runc)

@@ -1,4 +1,4 @@
-"""Pure rules of a pod's set-up: namespace modes, sysctls, cgroup parents, the reserved name.
+"""Pure rules of a pod's set-up: namespace modes, the user namespace, sysctls, cgroup parents, the name.
 
 Kept apart from the code with side effects so that the rules are unit-tested without root.
 """
@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from crib.errors import InvalidArgument
+from crib.state.records import IDMap
 
 # CRI NamespaceMode values.
 MODES = {0: "pod", 1: "container", 2: "node", 3: "target"}
@@ -50,6 +51,84 @@ def namespaces(option: object | None) -> Namespaces:
     if pid == "target":
         raise InvalidArgument("PID namespace mode TARGET is only valid for a container, not for a pod")
     return Namespaces(network=net, pid=pid, ipc=ipc, target_id=str(getattr(option, "target_id", "")))
+
+
+MAX_HOST_ID = 2**32 - 1  # ids are 32 bits; (uid_t)-1 is never mapped
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserNamespace:
+    """A pod's own user namespace (userns_options mode POD): its uid and gid maps, one range each."""
+
+    uids: tuple[IDMap, ...]
+    gids: tuple[IDMap, ...]
+
+    @property
+    def root(self) -> tuple[int, int]:
+        """The host uid and gid of the pod's root (container id 0 is always mapped)."""
+        return host_id(self.uids, 0), host_id(self.gids, 0)
+
+
+def host_id(mappings: tuple[IDMap, ...], container_id: int) -> int:
+    """The host id a container id maps to; ValueError if the mappings do not cover it."""
+    for m in mappings:
+        if m.container_id <= container_id < m.container_id + m.length:
+            return m.host_id + container_id - m.container_id
+    raise ValueError(f"container id {container_id} is not mapped")
+
+
+def map_text(mappings: tuple[IDMap, ...]) -> str:
+    """/proc/<pid>/uid_map (gid_map) text: "<container id> <host id> <length>" lines."""
+    return "".join(f"{m.container_id} {m.host_id} {m.length}\n" for m in mappings)
+
+
+def _mapping(items: object, what: str) -> tuple[IDMap, ...]:
+    mappings = tuple(IDMap(container_id=m.container_id, host_id=m.host_id, length=m.length)
+                     for m in items)  # type: ignore[attr-defined]
+    if len(mappings) != 1:
+        raise InvalidArgument(f"user namespace: {what} must hold exactly one mapping (kubelet sends one), "
+                              f"got {len(mappings)}")
+    (m,) = mappings
+    if m.container_id != 0:
+        raise InvalidArgument(f"user namespace: {what} maps container ids from {m.container_id}; container "
+                              "id 0 (the pod's root) must be mapped: set container_id to 0")
+    if m.length < 1:
+        raise InvalidArgument(f"user namespace: {what} has length {m.length}; map at least one id")
+    if m.host_id == 0:
+        raise InvalidArgument(f"user namespace: {what} maps the pod's root to host id 0, the node's root; "
+                              "give a host range above 0")
+    if m.host_id + m.length > MAX_HOST_ID:
+        raise InvalidArgument(f"user namespace: {what} host range {m.host_id}+{m.length} goes past "
+                              f"{MAX_HOST_ID - 1}")
+    return mappings
+
+
+def user_namespace(option: object | None, ns: Namespaces) -> UserNamespace | None:
+    """The pod's user namespace from NamespaceOption.userns_options; None = the node's (mode NODE, unset).
+
+    Raises:
+        InvalidArgument: mode CONTAINER or TARGET; mode POD without exactly one uid and one gid mapping
+            of container id 0 (to a host range above 0); mappings with mode NODE; a user namespace with
+            the host network, IPC or PID namespace (crib does not support user_namespaces_host_network).
+    """
+    if option is None or not option.HasField("userns_options"):  # type: ignore[attr-defined]
+        return None
+    userns = option.userns_options  # type: ignore[attr-defined]
+    mode = MODES.get(userns.mode, "pod")
+    if mode == "node":
+        if userns.uids or userns.gids:
+            raise InvalidArgument("user namespace mode NODE takes no uids/gids mappings; drop them or use "
+                                  "POD")
+        return None
+    if mode != "pod":
+        raise InvalidArgument(f"user namespace mode {mode.upper()} is not valid; a pod's user namespace is "
+                              "POD (its own) or NODE (the node's)")
+    shared = [name for name, host in (("network", ns.host_network), ("IPC", ns.ipc == "node"),
+                                      ("PID", ns.pid == "node")) if host]
+    if shared:
+        raise InvalidArgument(f"a pod with its own user namespace cannot use the host {' and '.join(shared)} "
+                              "namespace; drop hostNetwork/hostIPC/hostPID or set hostUsers: true")
+    return UserNamespace(uids=_mapping(userns.uids, "uids"), gids=_mapping(userns.gids, "gids"))
 
 
 def sysctl_kind(name: str) -> str:
@@ -110,5 +189,5 @@ def reserved_name(name: str, namespace: str, uid: str, attempt: int) -> str:
     return f"{name}_{namespace}_{uid}_{attempt}"
 
 
-__all__ = ["MODES", "Namespaces", "cgroup_parent", "check_sysctls", "namespaces", "reserved_name",
-           "sysctl_kind"]
+__all__ = ["MODES", "Namespaces", "UserNamespace", "cgroup_parent", "check_sysctls", "host_id", "map_text",
+           "namespaces", "reserved_name", "sysctl_kind", "user_namespace"]

@@ -181,7 +181,7 @@ class SandboxService:
 
 
 def _pins_lost(rec: SandboxRecord) -> bool:
-    paths: Iterable[str] = (p for p in (rec.netns_path, rec.ipcns_path, rec.utsns_path) if p)
+    paths: Iterable[str] = (p for p in (rec.netns_path, rec.ipcns_path, rec.utsns_path, rec.userns_path) if p)
     return any(not ns.is_pinned(p) for p in paths)
 
 

@@ -55,7 +55,7 @@ async def purge(deps: SandboxDeps, rec: SandboxRecord) -> None:
     lay, sid = deps.layout, rec.id
     await release(deps, rec)
     await infra.remove(deps, sid)
-    for path in (lay.netns(sid), lay.ipcns(sid), lay.utsns(sid)):
+    for path in (lay.netns(sid), lay.ipcns(sid), lay.utsns(sid), lay.userns(sid)):  # the owner last
         ns.unpin(path)
     rundir = lay.sandbox_run(sid)
     if rundir.exists():

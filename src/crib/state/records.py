@@ -95,6 +95,15 @@ class PodMeta:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class IDMap:
+    """A line of a user namespace's uid_map/gid_map: container ids [c, c+length) are host [h, h+length)."""
+
+    container_id: int
+    host_id: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SandboxRecord:
     """One pod sandbox: its namespaces (pinned files, or "" for the host's), files, cgroup and network."""
 
@@ -128,6 +137,9 @@ class SandboxRecord:
     dns_options: tuple[str, ...] = ()
     sysctls: dict[str, str] = field(default_factory=dict)
     seccomp_profile: str = ""
+    userns_path: str = ""  # pinned user namespace owning net/IPC/UTS; "" = the node's (hostUsers)
+    uid_mappings: tuple[IDMap, ...] = ()
+    gid_mappings: tuple[IDMap, ...] = ()
 
     @property
     def ready(self) -> bool:
@@ -224,6 +236,7 @@ class ContainerRecord:
 
 __all__ = [
     "ContainerRecord",
+    "IDMap",
     "ImageConfig",
     "ImageRecord",
     "LayerRef",

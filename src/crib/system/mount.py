@@ -90,9 +90,11 @@ def bind(source: str | os.PathLike[str], target: str | os.PathLike[str], *, read
             raise
 
 
-def tmpfs(target: str | os.PathLike[str], *, size: int, mode: int = 0o1777, flags: int = 0) -> None:
-    """A tmpfs of at most size bytes (e.g. a pod's /dev/shm)."""
-    mount("shm", target, "tmpfs", flags, f"mode={mode:o},size={size}")
+def tmpfs(target: str | os.PathLike[str], *, size: int, mode: int = 0o1777, flags: int = 0,
+          owner: tuple[int, int] | None = None) -> None:
+    """A tmpfs of at most size bytes (e.g. a pod's /dev/shm); owner = (uid, gid) of its root directory."""
+    data = f"mode={mode:o},size={size}" + (f",uid={owner[0]},gid={owner[1]}" if owner is not None else "")
+    mount("shm", target, "tmpfs", flags, data)
 
 
 def overlay(target: str | os.PathLike[str], *, lower: list[Path], upper: Path | None, work: Path | None,
