@@ -45,6 +45,9 @@ class ContainerService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._exited: dict[str, asyncio.Event] = {}
         self._creating: dict[str, set[asyncio.Task[Any]]] = {}  # sandbox id -> creations in flight
+        # Containers between `runc start` and their STARTED event: an exit recorded meanwhile (a command
+        # that exits at once) publishes its STOPPED event after STARTED, never before.
+        self._starting: dict[str, list[ContainerRecord]] = {}
 
     def _id_by_name(self, name: str) -> str | None:
         rec = self.deps.store.container_by_name(name)
@@ -108,9 +111,14 @@ class ContainerService:
                 raise FailedPrecondition(f"container {rec.meta_name} ({cid[:12]}) is {state}; only a "
                                          "created container can be started")
             at = time.time_ns()
-            await self.deps.runcs[rec.runtime_handler].start(cid)
-            rec = self.deps.store.put_container(dataclasses.replace(self.get(cid), started_at=at))
-        self._publish(EventKind.STARTED, rec)
+            self._starting[cid] = []
+            try:
+                await self.deps.runcs[rec.runtime_handler].start(cid)
+                rec = self.deps.store.put_container(dataclasses.replace(self.get(cid), started_at=at))
+                self._publish(EventKind.STARTED, rec)
+            finally:
+                if self._starting.pop(cid, None):  # it exited meanwhile: its record has both times now
+                    self._publish(EventKind.STOPPED, self.get(cid))
 
     async def stop(self, container_id: str, timeout: float) -> None:
         """StopContainer; succeeds for a container already stopped or unknown, as CRI requires."""
@@ -180,7 +188,10 @@ class ContainerService:
             rec, finished_at=found.at_ns, exit_code=found.code, reason=reason, message=message))
         self._exited.setdefault(rec.id, asyncio.Event()).set()
         log.event(_log, 20, "container exited", container=rec.id, code=found.code, reason=reason)
-        self._publish(EventKind.STOPPED, rec)
+        if rec.id in self._starting:
+            self._starting[rec.id].append(rec)
+        else:
+            self._publish(EventKind.STOPPED, rec)
 
     async def _wait_exit(self, cid: str, timeout: float) -> bool:
         """Whether the container's exit is recorded within timeout (the exit file is checked too)."""
