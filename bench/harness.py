@@ -114,6 +114,13 @@ class Contender:
     fresh: bool = True
 
 
+def use_crib_src(src: Path | None) -> None:
+    """Run crib daemons from another checkout's src/ (PYTHONPATH of the daemons this process starts), for
+    before/after figures from one command line; None keeps this checkout's."""
+    if src is not None:
+        os.environ["PYTHONPATH"] = str(src.resolve())
+
+
 def crib(config: dict[str, Any] | None = None, name: str = "crib") -> Contender:
     """crib with a test config (its own root, runroot and socket under the run's directory)."""
     def start(workdir: Path) -> CribDaemon:

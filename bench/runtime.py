@@ -26,12 +26,13 @@ its conmon processes, against containerd plus all its containerd-shim-runc-v2 pr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ if __package__ in (None, ""):  # `python bench/runtime.py`
 from bench import harness
 from crib._proto.runtime.v1 import api_pb2 as api
 from tests.fixtures import images as img
-from tests.fixtures.cni import Testbed
+from tests.fixtures.cni import Testbed, free_subnet
 from tests.fixtures.containerd import Containerd
 from tests.fixtures.daemon import CribDaemon
 from tests.fixtures.oci import ImageConfig, build_image
@@ -252,46 +253,54 @@ def memory(runtimes: list[Runtime], count: int) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def pair(base: Path, *, images: Mapping[str, Any] | None = None, subnet_prefix: int = 24,
+         crib_config: Mapping[str, Any] | None = None) -> Iterator[tuple[list[Runtime], img.Catalogue]]:
+    """crib and containerd side by side (see the module note), each with busybox and the pause image pulled,
+    plus `images` (name -> artifact) pushed to the private registry (pulled by the caller if it wants).
+    Both are stopped and their networks and cgroups removed on exit."""
+    beds = {name: Testbed(base / f"cni-{name}", TAG) for name in ("crib", "containerd")}
+    for bed in beds.values():
+        if subnet_prefix != 24:
+            bed.subnet = free_subnet(subnet_prefix)
+        bed.write_conflist()
+    pause_image = build_image([img.busybox_layer().build()], platform=img.host_platform(),
+                              spec=ImageConfig(entrypoint=("sleep",), cmd=("infinity",)))
+    with LocalRegistry(base / "registry") as registry:
+        catalogue = img.seed(registry, {img.BUSYBOX: img.catalogue_artifacts()[img.BUSYBOX],
+                                        PAUSE: pause_image, **(images or {})})
+        busybox = catalogue.reference(img.BUSYBOX)
+        crib = CribDaemon(base / "crib", {"image": {"registries_conf": str(base / "none.conf")},
+                                          "network": beds["crib"].network_config(), **(crib_config or {})})
+        crib.extra_args = ["--log-level", "warning"]
+        ctrd = Containerd(base / "containerd", cni_conf_dir=str(beds["containerd"].conf_dir),
+                          mirrors={registry.host: registry.url}, sandbox_image=catalogue.reference(PAUSE))
+        try:
+            crib.start()
+            ctrd.start()
+            for daemon in (crib, ctrd):
+                for ref in (busybox, catalogue.reference(PAUSE)):
+                    daemon.images.PullImage(api.PullImageRequest(image=api.ImageSpec(image=ref)), timeout=120)
+            yield ([Runtime("crib", crib, "conmon", busybox),
+                    Runtime("containerd", ctrd, "containerd-shim-runc-v2", busybox)], catalogue)
+        finally:
+            ctrd.stop()
+            crib.stop()
+            harness.remove_cgroups(TAG)
+            for bed in beds.values():
+                bed.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench runtime", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=50)
     parser.add_argument("--pods", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="crib-bench-rt-") as tmp:
-        base = Path(tmp)
-        beds = {name: Testbed(base / f"cni-{name}", TAG) for name in ("crib", "containerd")}
-        for bed in beds.values():
-            bed.write_conflist()
-        pause_image = build_image([img.busybox_layer().build()], platform=img.host_platform(),
-                                  spec=ImageConfig(entrypoint=("sleep",), cmd=("infinity",)))
-        with LocalRegistry(base / "registry") as registry:
-            catalogue = img.seed(registry, {img.BUSYBOX: img.catalogue_artifacts()[img.BUSYBOX],
-                                            PAUSE: pause_image})
-            busybox = catalogue.reference(img.BUSYBOX)
-            crib = CribDaemon(base / "crib", {"log_level": "warning", "image": {
-                "registries_conf": str(base / "none.conf")}, "network": beds["crib"].network_config()})
-            crib.extra_args = ["--log-level", "warning"]
-            ctrd = Containerd(base / "containerd", cni_conf_dir=str(beds["containerd"].conf_dir),
-                              mirrors={registry.host: registry.url}, sandbox_image=catalogue.reference(PAUSE))
-            try:
-                crib.start()
-                ctrd.start()
-                for daemon in (crib, ctrd):
-                    for ref in (busybox, catalogue.reference(PAUSE)):
-                        request = api.PullImageRequest(image=api.ImageSpec(image=ref))
-                        daemon.images.PullImage(request, timeout=120)
-                runtimes = [Runtime("crib", crib, "conmon", busybox),
-                            Runtime("containerd", ctrd, "containerd-shim-runc-v2", busybox)]
-                print(f"runtimes up; {args.cycles} cycles per operation, alternating", flush=True)
-                results = run_benchmarks(runtimes, args.cycles)
-                results["memory"] = memory(runtimes, args.pods)
-            finally:
-                ctrd.stop()
-                crib.stop()
-                harness.remove_cgroups(TAG)
-                for bed in beds.values():
-                    bed.cleanup()
+    with tempfile.TemporaryDirectory(prefix="crib-bench-rt-") as tmp, pair(Path(tmp)) as (runtimes, _):
+        print(f"runtimes up; {args.cycles} cycles per operation, alternating", flush=True)
+        results = run_benchmarks(runtimes, args.cycles)
+        results["memory"] = memory(runtimes, args.pods)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
