@@ -65,6 +65,8 @@ class Objects:
             self.images.append(ref)
 
     def remove(self) -> None:
+        for cid in self.containers:
+            self.runtime.remove_container(cid)
         for sid in self.pods:
             self.runtime.remove_pod(sid)
         for ref in self.images:

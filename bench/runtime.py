@@ -84,7 +84,7 @@ class Runtime:
         return f"{prefix}-{self.counter}"
 
     def run_pod(self) -> tuple[str, api.PodSandboxConfig]:
-        config = pod_config(self.unique("pod"))
+        config = pod_config(self.unique(f"pod-{self.name}"))  # cgroup parents of their own
         sid = self.rt.RunPodSandbox(api.RunPodSandboxRequest(config=config), timeout=60).pod_sandbox_id
         return sid, config
 

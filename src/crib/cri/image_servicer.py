@@ -16,6 +16,7 @@ import grpc
 
 from crib._proto.runtime.v1 import api_pb2 as api
 from crib._proto.runtime.v1 import api_pb2_grpc
+from crib.cri.interceptors import instrumented_service
 from crib.cri.server import fill_unimplemented
 from crib.errors import InvalidArgument
 from crib.images import Credentials, ImageService, PullProgress
@@ -178,7 +179,7 @@ class ImageExtServicer:
 
 def ext_handler(servicer: ImageExtServicer) -> grpc.GenericRpcHandler:
     """The generic handler to add to the server next to the CRI services."""
-    return grpc.method_handlers_generic_handler(EXT_SERVICE, {
+    return instrumented_service(EXT_SERVICE, {
         "Pull": grpc.unary_stream_rpc_method_handler(servicer.Pull, request_deserializer=_decode,
                                                      response_serializer=_encode),
         "Import": grpc.unary_unary_rpc_method_handler(servicer.Import, request_deserializer=_decode,
