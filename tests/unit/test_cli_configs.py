@@ -115,11 +115,19 @@ def test_missing_and_unparsable_files(tmp_path: Path) -> None:
         load_pod_config(write(tmp_path, "broken.yaml", "metadata: [\n"))
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "examples").glob("*.json")
-                                        if p.name not in ("package.json",)))
+EXAMPLE_FILES = sorted(str(p.relative_to(REPO / "examples")) for p in (REPO / "examples").rglob("*")
+                       if p.suffix in (".json", ".yaml"))
+
+
+@pytest.mark.parametrize("name", EXAMPLE_FILES)
 def test_every_example_file_parses(name: str) -> None:
     path = str(REPO / "examples" / name)
-    if "pod" in name:
+    if "pod" in Path(name).name:
         load_pod_config(path)
     else:
         load_container_config(path)
+
+
+def test_the_examples_are_all_there() -> None:
+    assert {"pod.json", "container-web.json", "blog/pod.yaml", "blog/db.yaml", "blog/web.yaml"} <= set(
+        EXAMPLE_FILES)

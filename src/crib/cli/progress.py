@@ -65,10 +65,11 @@ class _Bars:
         )
 
         self.ref = ref
+        console = Console(stderr=True)
+        console.print(f"pulling {ref}", highlight=False)
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                            TransferSpeedColumn(), TimeElapsedColumn(), console=Console(stderr=True),
-                            refresh_per_second=8)
-        self.total = self.bar.add_task(f"{ref} [resolving]", total=None)
+                            TransferSpeedColumn(), TimeElapsedColumn(), console=console, refresh_per_second=8)
+        self.total = self.bar.add_task("resolving", total=None)
         self.tasks: dict[str, Any] = {}
         self.bar.start()
 
@@ -85,7 +86,7 @@ class _Bars:
         count = f"{snap.get('layers_done', 0)}/{snap.get('layers', 0)} layers"
         phase = snap.get("phase", "")
         self.bar.update(self.total, completed=snap.get("done_bytes", 0),
-                        total=snap.get("total_bytes") or None, description=f"{self.ref} [{phase}, {count}]")
+                        total=snap.get("total_bytes") or None, description=f"{phase}, {count}")
 
     def close(self) -> None:
         self.bar.stop()
