@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crib.cli.errors import CliError
 from crib.cli.timeparse import BadTime, parse_duration
 
 DEFAULT_ENDPOINT = "unix:///run/crib/crib.sock"
@@ -41,7 +42,7 @@ CONFIG_KEYS: dict[str, type] = {
 }
 
 
-class ClientError(Exception):
+class ClientError(CliError):
     """A CRI call (or its set-up) failed; str() is the one line the user sees."""
 
     def __init__(self, message: str, *, code: str = "", hint: str = "") -> None:

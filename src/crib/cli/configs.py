@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from crib._proto.runtime.v1 import api_pb2 as api
+from crib.cli.errors import CliError
 
 
-class ConfigFileError(Exception):
+class ConfigFileError(CliError):
     """A config file that cannot be used; the message names the file and what to change."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from crib.cli.client import Client, ClientError, Settings, config_path, resolve
+from crib.cli.errors import CliError
 
 # name -> "module:attribute" under crib.cli.commands; aliases point at the same command.
 COMMANDS: dict[str, str] = {
@@ -85,12 +86,9 @@ class LazyGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
-        from crib.cli.configs import ConfigFileError
-        from crib.cli.timeparse import BadTime
-
         try:
             return super().invoke(ctx)
-        except (ClientError, ConfigFileError, BadTime) as exc:
+        except CliError as exc:
             click.echo(f"crib: {exc}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from crib.cli.errors import CliError
+
 FORMATS = ("table", "json", "yaml")
 STATUS_FORMATS = ("json", "yaml", "go-template", "table")
 
@@ -155,7 +157,7 @@ GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 _ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.S)
 
 
-class TemplateError(ValueError):
+class TemplateError(CliError, ValueError):
     """A go-template crib cannot run; the message says which part."""
 
 

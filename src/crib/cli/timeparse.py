@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from crib.cli.errors import CliError
+
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 
 
-class BadTime(ValueError):
+class BadTime(CliError, ValueError):
     """The text is neither a duration nor a time; the message says what is accepted."""
 
 
