@@ -95,9 +95,9 @@ def main(argv: list[str]) -> int:
         daemon.start()
         _seed(daemon.endpoint, work, tag, args.containers)
         ep = daemon.endpoint
-        floor = _compare("interpreter floor and crib without gRPC", {
-            "python -c pass": [sys.executable, "-c", "pass"], "crib --version": [CRIB, "--version"]}, args.runs)
-        summary["floor"] = floor
+        summary["floor"] = _compare("interpreter floor and crib without gRPC", {
+            "python -c pass": [sys.executable, "-c", "pass"], "crib --version": [CRIB, "--version"]},
+            args.runs)
         summary["crib_daemon"] = _compare(
             f"`ps -q` against crib ({args.containers} running containers), {args.runs} runs each",
             {"crib": [CRIB, "-r", ep, "ps", "-q"], "crictl": [crictl, "-r", ep, "ps", "-q"]}, args.runs)
