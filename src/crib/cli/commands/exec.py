@@ -8,8 +8,11 @@ http://127.0.0.1:10250, as crictl does.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -46,12 +49,42 @@ def _tls_refused(tls: dict[str, Any]) -> None:
 
 def _streaming() -> Any:
     try:
-        streaming_client = importlib.import_module("crib.streaming.client")
+        return importlib.import_module("crib.streaming.client")
     except ImportError:
         raise ClientError("interactive exec, attach and port-forward need crib.streaming.client, which this "
                           "build of crib does not have yet; `crib exec -s` runs a command without a stream",
                           code="UNIMPLEMENTED") from None
-    return streaming_client
+
+
+@contextlib.contextmanager
+def _raw_terminal(fd: int) -> Iterator[None]:
+    """The local terminal in raw mode for a remote tty (keys go through as typed), restored afterwards."""
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _session(url: str, *, stdin: bool, tty: bool, transport: str) -> int:
+    """One remote command session on this process's stdin/stdout/stderr; the command's exit code."""
+    streaming = _streaming()
+    if tty and not sys.stdin.isatty():
+        raise ClientError("-t needs a terminal on stdin (run without -t to pipe input)")
+    sys.stdout.flush()
+    raw = _raw_terminal(0) if tty else contextlib.nullcontext()
+    try:
+        with raw:
+            code: int = asyncio.run(streaming.run(
+                url, stdin=0 if stdin else None, stdout=1, stderr=None if tty else 2, tty=tty,
+                resize=streaming.terminal_sizes(0) if tty else None, transport=transport))
+    except (streaming.RemoteError, ConnectionError, TimeoutError, OSError) as exc:
+        raise ClientError(f"streaming from {url}: {exc}") from None
+    return code
 
 
 def _exec_sync(client: Client, cid: str, cmd: list[str], timeout: int) -> int:
@@ -67,12 +100,11 @@ def _exec_sync(client: Client, cid: str, cmd: list[str], timeout: int) -> int:
 def _exec_stream(client: Client, cid: str, cmd: list[str], *, stdin: bool, tty: bool, transport: str) -> int:
     if tty and not stdin:
         raise click.UsageError("-t/--tty needs -i/--interactive, as in crictl")
-    streaming = _streaming()
+    _streaming()  # before asking for a URL that would go unused
     resp = client.call("Exec", api.ExecRequest(container_id=cid, cmd=cmd, tty=tty, stdin=stdin, stdout=True,
                                                stderr=not tty))
     client.debug(f"exec URL: {resp.url}")
-    code: int = streaming.run_remote_command(full_url(resp.url), transport=transport, stdin=stdin, tty=tty)
-    return code
+    return _session(full_url(resp.url), stdin=stdin, tty=tty, transport=transport)
 
 
 @click.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -138,11 +170,11 @@ def attach(ctx: click.Context, /, container_id: str, tty: bool, stdin: bool, tra
     """Attach to a running container's console."""
     _tls_refused(tls)
     client = client_of(ctx)
-    streaming = _streaming()
+    _streaming()
     request = api.AttachRequest(container_id=container_id, tty=tty, stdin=stdin, stdout=True, stderr=not tty)
     resp = client.call("Attach", request)
     client.debug(f"attach URL: {resp.url}")
-    sys.exit(streaming.run_remote_command(full_url(resp.url), transport=transport, stdin=stdin, tty=tty))
+    sys.exit(_session(full_url(resp.url), stdin=stdin, tty=tty, transport=transport))
 
 
 @click.command("port-forward")
@@ -166,10 +198,17 @@ def port_forward(ctx: click.Context, /, pod_id: str, ports: tuple[str, ...], tra
     resp = client.call("PortForward", api.PortForwardRequest(pod_sandbox_id=pod_id,
                                                              port=[r for _, r in pairs]))
     client.debug(f"port-forward URL: {resp.url}")
+
+    def ready(bound: list[tuple[int, int]]) -> None:
+        for local, remote in bound:
+            click.echo(f"Forwarding from 127.0.0.1:{local} -> {remote}")
+
     try:
-        streaming.forward_ports(full_url(resp.url), pairs, transport=transport)
+        asyncio.run(streaming.forward(full_url(resp.url), pairs, transport=transport, ready=ready))
     except KeyboardInterrupt:
         return
+    except (streaming.RemoteError, ConnectionError, TimeoutError, OSError) as exc:
+        raise ClientError(f"port-forward to {resp.url}: {exc}") from None
 
 
 __all__ = ["attach", "exec_", "full_url", "port_forward"]
