@@ -51,6 +51,13 @@ class Cli:
         return yaml.safe_load(self.ok(*args, "-o", "yaml"))
 
 
+def with_busybox(endpoint: str, reference: str) -> Cli:
+    """A Cli on the daemon at endpoint, with the image pulled (quietly) through the CLI."""
+    cli = Cli(endpoint)
+    cli.ok("pull", "-q", reference)
+    return cli
+
+
 def pod_yaml(directory: Path, tag: str, name: str = "", *, labels: dict[str, str] | None = None,
              namespace: str = "crib-test") -> Path:
     """A pod config in YAML, snake_case, with a cgroup parent the leak check recognises."""

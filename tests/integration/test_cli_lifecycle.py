@@ -18,7 +18,7 @@ from typing import Any
 from tests.fixtures import images as img
 from tests.fixtures.cri import wait_for
 from tests.fixtures.daemon import CribDaemon
-from tests.integration.cli_helpers import Cli, container_json, pod_yaml
+from tests.integration.cli_helpers import Cli, container_json, pod_yaml, with_busybox
 
 ID = re.compile(r"^[0-9a-f]{64}$")
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -65,9 +65,8 @@ def test_images_pull_list_inspect_remove(crib: CribDaemon, images: img.Catalogue
 
 def test_pod_and_container_lifecycle(crib: CribDaemon, images: img.Catalogue, tmp_path: Path,
                                      session_tag: str) -> None:
-    cli = Cli(crib.endpoint)
     busybox = images.reference(img.BUSYBOX)
-    cli.ok("pull", "-q", busybox)
+    cli = with_busybox(crib.endpoint, busybox)
     pod_file = pod_yaml(tmp_path, session_tag, "web-pod", labels={"app": "web"})
     pod = cli.ok("runp", str(pod_file)).strip()
     assert ID.match(pod)
@@ -184,9 +183,8 @@ def test_run_pulls_with_progress_and_stop_all(crib: CribDaemon, images: img.Cata
 
 def test_events_follow_container_changes(crib: CribDaemon, images: img.Catalogue, tmp_path: Path,
                                          session_tag: str) -> None:
-    cli = Cli(crib.endpoint)
     ref = images.reference(img.BUSYBOX)
-    cli.ok("pull", "-q", ref)
+    cli = with_busybox(crib.endpoint, ref)
     pod_file = pod_yaml(tmp_path, session_tag, "watched")
     pod = cli.ok("runp", str(pod_file)).strip()
     argv = [sys.executable, "-m", "crib", "-r", crib.endpoint, "events"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.fixtures import images as img
 from tests.fixtures.daemon import CribDaemon
 from tests.fixtures.registry_proxy import RegistryProxy, Throttle
-from tests.integration.cli_helpers import Cli, container_json, pod_yaml
+from tests.integration.cli_helpers import container_json, pod_yaml, with_busybox
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
 
@@ -93,9 +93,8 @@ def test_pull_draws_a_live_bar_per_layer(crib: CribDaemon, images: img.Catalogue
 
 def test_top_shows_pods_and_containers_and_obeys_keys(crib: CribDaemon, images: img.Catalogue, tmp_path: Path,
                                                       session_tag: str) -> None:
-    cli = Cli(crib.endpoint)
     ref = images.reference(img.BUSYBOX)
-    cli.ok("pull", "-q", ref)
+    cli = with_busybox(crib.endpoint, ref)
     pod_file = pod_yaml(tmp_path, session_tag, "topped")
     spinner = container_json(tmp_path, "spinner", ref, ["sh", "-c", "while :; do :; done"])
     cid = cli.ok("run", "--no-pull", str(spinner), str(pod_file)).strip()

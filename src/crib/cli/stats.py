@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from crib.cli import output
 
 CLEAR = "\033[2J\033[H"
 
@@ -17,6 +19,28 @@ def cpu_percent(before: Any, after: Any) -> float:
     if elapsed <= 0 or used < 0:
         return 0.0
     return float(used / elapsed * 100.0)
+
+
+def sampled_table(fetch: Callable[[], Sequence[Any]], wrap: Callable[[list[Any]], Any], *, fmt: str,
+                  seconds: float, header: list[str], row: Callable[[Any, Any], list[Any] | None]) -> None:
+    """stats/statsp: the document as read (json, yaml), or a table of two readings `seconds` apart.
+
+    row(before, after) gives a line's cells, or None to leave the object out; objects that appeared
+    between the readings are left out (no CPU % without a first reading), as in crictl.
+    """
+    first = sorted(fetch(), key=lambda s: s.attributes.id)
+    if fmt != "table":
+        output.emit(output.message_dict(wrap(first)), fmt)
+        return
+    old = {s.attributes.id: s for s in first}
+    time.sleep(seconds)
+    table = output.Table(header)
+    for after in sorted(fetch(), key=lambda s: s.attributes.id):
+        before = old.get(after.attributes.id)
+        cells = row(before, after) if before is not None else None
+        if cells is not None:
+            table.add(cells)
+    table.print()
 
 
 def watch_loop(show: Callable[[], None], watch: bool, interval: float = 0.5) -> None:
@@ -34,4 +58,4 @@ def watch_loop(show: Callable[[], None], watch: bool, interval: float = 0.5) -> 
         return
 
 
-__all__ = ["CLEAR", "cpu_percent", "watch_loop"]
+__all__ = ["CLEAR", "cpu_percent", "sampled_table", "watch_loop"]

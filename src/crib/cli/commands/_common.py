@@ -43,6 +43,15 @@ def template_option() -> Decorator:
     return click.option("--template", default="", help="The template for -o go-template ({{.status.id}}).")
 
 
+def status_options() -> Decorator:
+    """inspect, inspectp, inspecti: -o (json by default), -q (no verbose info) and --template."""
+    from crib.cli.output import STATUS_FORMATS
+
+    return apply([output_option(default="json", choices=STATUS_FORMATS),
+                  click.option("-q", "--quiet", is_flag=True, help="Do not show verbose information."),
+                  template_option()])
+
+
 def label_option(help_text: str = "Filter by key=value label (repeatable).") -> Decorator:
     return click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help=help_text)
 
@@ -149,6 +158,46 @@ def need_ids(ids: Sequence[str], what: str) -> None:
         raise click.UsageError(f"no {what} ID given (and nothing matched the filters)")
 
 
+def echo_ids(items: Sequence[Any]) -> None:
+    """-q: one id per line."""
+    click.echo("".join(f"{item.id}\n" for item in items), nl=False)
+
+
+def echo_mappings(obj: Any) -> None:
+    """crictl's verbose/table form of an object's labels and annotations."""
+    for title, mapping in (("Labels", obj.labels), ("Annotations", obj.annotations)):
+        if mapping:
+            click.echo(f"{title}:")
+            for key in sorted(mapping):
+                click.echo(f"\t{key} -> {mapping[key]}")
+
+
+def show_statuses(ids: Sequence[str], fetch: Callable[[str], Any], table: Callable[[Any], None],
+                  doc: Callable[[Any], dict[str, Any]], fmt: str, template: str) -> None:
+    """inspect, inspectp, inspecti: each status as a table, or all as one json/yaml/template output."""
+    from crib.cli import output
+
+    docs = []
+    for ident in ids:
+        resp = fetch(ident)
+        if fmt == "table":
+            table(resp)
+        else:
+            docs.append(doc(resp))
+    output.emit_statuses(docs, fmt, template)
+
+
+def removal_targets(ids: Sequence[str], all_: bool, list_all: Callable[[], list[str]],
+                    what: str) -> list[str]:
+    """rm/rmp: the ids given, or with -a every one there is (none is a note, not an error)."""
+    targets = list_all() if all_ else list(ids)
+    if all_ and not targets:
+        click.echo(f"No {what}s to remove", err=True)
+    elif not targets:
+        need_ids(targets, what)
+    return targets
+
+
 def for_each(ids: Sequence[str], action: Callable[[str], None]) -> None:
     """Run action on every id, reporting each failure, failing at the end if any did (crictl's rm/rmp)."""
     failed = []
@@ -162,6 +211,27 @@ def for_each(ids: Sequence[str], action: Callable[[str], None]) -> None:
         raise SystemExit(1)
 
 
-__all__ = ["CONTAINER_STATE_WORDS", "POD_NAMESPACE_LABEL", "POD_NAME_LABEL", "POD_STATE_WORDS", "apply",
-           "client_of", "compile_regex", "container_state", "cut", "for_each", "label_option",
-           "list_containers", "list_pods", "need_ids", "output_option", "parse_labels", "template_option"]
+__all__ = [
+    "CONTAINER_STATE_WORDS",
+    "POD_NAMESPACE_LABEL",
+    "POD_NAME_LABEL",
+    "POD_STATE_WORDS",
+    "apply",
+    "client_of",
+    "compile_regex",
+    "container_state",
+    "cut",
+    "echo_ids",
+    "echo_mappings",
+    "for_each",
+    "label_option",
+    "list_containers",
+    "list_pods",
+    "need_ids",
+    "output_option",
+    "parse_labels",
+    "removal_targets",
+    "show_statuses",
+    "status_options",
+    "template_option",
+]

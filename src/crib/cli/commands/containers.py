@@ -18,13 +18,17 @@ from crib.cli.commands._common import (
     POD_NAMESPACE_LABEL,
     apply,
     client_of,
+    echo_ids,
+    echo_mappings,
     for_each,
     label_option,
     list_containers,
     need_ids,
     output_option,
     parse_labels,
-    template_option,
+    removal_targets,
+    show_statuses,
+    status_options,
 )
 from crib.cli.commands.images import PULL_FLAGS, auth_config, pull_image
 from crib.cli.commands.pods import pod_deadline, run_pod
@@ -159,11 +163,8 @@ def stop(ctx: click.Context, ids: tuple[str, ...], grace: int, all_: bool) -> No
 def rm(ctx: click.Context, ids: tuple[str, ...], force: bool, keep_logs: bool, all_: bool) -> None:
     """Remove one or more containers (and, as crictl does, their log files)."""
     client = client_of(ctx)
-    targets = [c.id for c in list_containers(client, all_=True)] if all_ else list(ids)
-    if all_ and not targets:
-        click.echo("No containers to remove", err=True)
-        return
-    need_ids(targets, "container")
+    targets = removal_targets(ids, all_, lambda: [c.id for c in list_containers(client, all_=True)],
+                              "container")
 
     def remove(cid: str) -> None:
         status = client.call("ContainerStatus", api.ContainerStatusRequest(container_id=cid)).status
@@ -206,7 +207,7 @@ def ps(ctx: click.Context, verbose: bool, cid: str, name: str, namespace: str, p
         output.emit(output.message_dict(api.ListContainersResponse(containers=items)), fmt)
         return
     if quiet:
-        click.echo("".join(f"{c.id}\n" for c in items), nl=False)
+        echo_ids(items)
         return
     if verbose:
         for c in items:
@@ -240,11 +241,7 @@ def _verbose_container(c: Any) -> None:
         click.echo(f"Name: {c.metadata.name}")
     click.echo(f"Attempt: {c.metadata.attempt}\nState: {CONTAINER_STATE_WORDS.get(c.state, 'Unknown')}")
     click.echo(f"Image: {c.image.image}\nCreated: {output.ago(c.created_at)}")
-    for title, mapping in (("Labels", c.labels), ("Annotations", c.annotations)):
-        if mapping:
-            click.echo(f"{title}:")
-            for key in sorted(mapping):
-                click.echo(f"\t{key} -> {mapping[key]}")
+    echo_mappings(c)
     click.echo()
 
 
@@ -262,9 +259,7 @@ def container_status_doc(resp: Any) -> dict[str, Any]:
 
 @click.command()
 @click.argument("ids", nargs=-1, metavar="[CONTAINER-ID...]")
-@output_option(default="json", choices=output.STATUS_FORMATS)
-@click.option("-q", "--quiet", is_flag=True, help="Do not show verbose information.")
-@template_option()
+@status_options()
 @apply(_SELECT)
 @click.option("-a", "--all", "all_", is_flag=True, help="Match containers in every state.")
 @click.pass_context
@@ -277,14 +272,9 @@ def inspect(ctx: click.Context, ids: tuple[str, ...], fmt: str, quiet: bool, tem
         client, pod=pod, state=state, all_=all_, labels=parse_labels(labels), name=name,
         namespace=namespace, image=image, latest=latest, last=last)]
     need_ids(targets, "container")
-    docs = []
-    for cid in targets:
-        resp = client.call("ContainerStatus", api.ContainerStatusRequest(container_id=cid, verbose=not quiet))
-        if fmt == "table":
-            _status_table(resp, not quiet)
-        else:
-            docs.append(container_status_doc(resp))
-    output.emit_statuses(docs, fmt, template)
+    show_statuses(targets, lambda cid: client.call("ContainerStatus", api.ContainerStatusRequest(
+        container_id=cid, verbose=not quiet)), lambda resp: _status_table(resp, not quiet),
+        container_status_doc, fmt, template)
 
 
 def _status_table(resp: Any, verbose: bool) -> None:
@@ -301,11 +291,7 @@ def _status_table(resp: Any, verbose: bool) -> None:
         if s.finished_at:
             click.echo(f"Finished: {output.ago(s.finished_at)}")
         click.echo(f"Exit Code: {s.exit_code}")
-    for title, mapping in (("Labels", s.labels), ("Annotations", s.annotations)):
-        if mapping:
-            click.echo(f"{title}:")
-            for key in sorted(mapping):
-                click.echo(f"\t{key} -> {mapping[key]}")
+    echo_mappings(s)
     if verbose:
         click.echo(f"Info: {dict(resp.info)}")
 
@@ -350,37 +336,25 @@ def update(ctx: click.Context, ids: tuple[str, ...], cpu_period: int, cpu_quota:
 def stats(ctx: click.Context, container_id: str, all_: bool, cid: str, pod: str, labels: tuple[str, ...],
           fmt: str, seconds: int, watch: bool) -> None:
     """List containers' resource usage (CRI ListContainerStats): CPU %, memory, disk, inodes, swap."""
-    from crib.cli.stats import cpu_percent, watch_loop
+    from crib.cli.stats import cpu_percent, sampled_table, watch_loop
 
     client = client_of(ctx)
     request = api.ListContainerStatsRequest(filter=api.ContainerStatsFilter(
         id=cid or container_id, pod_sandbox_id=pod, label_selector=parse_labels(labels)))
 
-    def sample() -> list[Any]:
-        items = list(client.call("ListContainerStats", request).stats)
-        items.sort(key=lambda s: s.attributes.id)
-        return items
+    def row(before: Any, s: Any) -> list[Any] | None:
+        cpu, mem = s.cpu.usage_core_nano_seconds.value, s.memory.working_set_bytes.value
+        if not all_ and cpu == 0 and mem == 0:
+            return None  # not running
+        return [output.truncate_id(s.attributes.id), s.attributes.metadata.name,
+                f"{cpu_percent(before.cpu, s.cpu):.2f}", output.human_size(mem),
+                output.human_size(s.writable_layer.used_bytes.value), s.writable_layer.inodes_used.value,
+                output.human_size(s.swap.swap_usage_bytes.value)]
 
-    def show() -> None:
-        first = sample()
-        if fmt != "table":
-            output.emit(output.message_dict(api.ListContainerStatsResponse(stats=first)), fmt)
-            return
-        old = {s.attributes.id: s for s in first}
-        time.sleep(seconds)
-        table = output.Table(["CONTAINER", "NAME", "CPU %", "MEM", "DISK", "INODES", "SWAP"])
-        for s in sample():
-            cpu, mem = s.cpu.usage_core_nano_seconds.value, s.memory.working_set_bytes.value
-            before = old.get(s.attributes.id)
-            if (not all_ and cpu == 0 and mem == 0) or before is None:
-                continue
-            table.add([output.truncate_id(s.attributes.id), s.attributes.metadata.name,
-                       f"{cpu_percent(before.cpu, s.cpu):.2f}", output.human_size(mem),
-                       output.human_size(s.writable_layer.used_bytes.value),
-                       s.writable_layer.inodes_used.value, output.human_size(s.swap.swap_usage_bytes.value)])
-        table.print()
-
-    watch_loop(show, watch)
+    watch_loop(lambda: sampled_table(
+        lambda: client.call("ListContainerStats", request).stats,
+        lambda items: api.ListContainerStatsResponse(stats=items), fmt=fmt, seconds=seconds,
+        header=["CONTAINER", "NAME", "CPU %", "MEM", "DISK", "INODES", "SWAP"], row=row), watch)
 
 
 __all__ = ["container_status_doc", "create", "inspect", "ps", "rm", "run", "start", "stats", "stop", "update"]

@@ -16,9 +16,12 @@ from crib.cli.client import Client, ClientError
 from crib.cli.commands._common import (
     apply,
     client_of,
+    echo_ids,
     for_each,
     output_option,
     parse_labels,
+    show_statuses,
+    status_options,
     template_option,
 )
 from crib.cli.timeparse import parse_duration
@@ -152,8 +155,7 @@ def _repo_tag_pairs(img: Any) -> list[tuple[str, str]]:
 def print_images(images: list[Any], *, quiet: bool, verbose: bool, digests: bool, pinned: bool,
                  no_trunc: bool) -> None:
     if quiet:
-        for img in images:
-            click.echo(img.id)
+        echo_ids(images)
         return
     if verbose:
         for img in images:
@@ -216,9 +218,7 @@ def image_status_doc(client: Client, ref: str, verbose: bool) -> tuple[Any, dict
 
 @click.command()
 @click.argument("ids", nargs=-1, metavar="[IMAGE-ID...]")
-@output_option(default="json", choices=output.STATUS_FORMATS)
-@click.option("-q", "--quiet", is_flag=True, help="Do not show verbose information.")
-@template_option()
+@status_options()
 @click.option("--name", default="", help="Filter by image name.")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE", help="As for `crib images`.")
 @click.pass_context
@@ -229,21 +229,20 @@ def inspecti(ctx: click.Context, ids: tuple[str, ...], fmt: str, quiet: bool, te
     targets = list(ids) or [i.id for i in list_images(client, name, filters)]
     if not targets:
         raise click.UsageError("no image ID given (and nothing matched the filters)")
-    docs = []
-    for ref in targets:
-        resp, doc = image_status_doc(client, ref, not quiet)
-        if fmt == "table":
-            click.echo(f"ID: {resp.image.id}")
-            for tag in resp.image.repo_tags:
-                click.echo(f"Tag: {tag}")
-            for digest in resp.image.repo_digests:
-                click.echo(f"Digest: {digest}")
-            click.echo(f"Size: {output.human_size(resp.image.size, 3)}")
-            if not quiet:
-                click.echo(f"Info: {dict(resp.info)}")
-        else:
-            docs.append(doc)
-    output.emit_statuses(docs, fmt, template)
+
+    def table(pair: tuple[Any, dict[str, Any]]) -> None:
+        resp = pair[0]
+        click.echo(f"ID: {resp.image.id}")
+        for tag in resp.image.repo_tags:
+            click.echo(f"Tag: {tag}")
+        for digest in resp.image.repo_digests:
+            click.echo(f"Digest: {digest}")
+        click.echo(f"Size: {output.human_size(resp.image.size, 3)}")
+        if not quiet:
+            click.echo(f"Info: {dict(resp.info)}")
+
+    show_statuses(targets, lambda ref: image_status_doc(client, ref, not quiet), table, lambda pair: pair[1],
+                  fmt, template)
 
 
 @click.command()

@@ -14,13 +14,17 @@ from crib.cli.commands._common import (
     POD_STATE_WORDS,
     apply,
     client_of,
+    echo_ids,
+    echo_mappings,
     for_each,
     label_option,
     list_pods,
     need_ids,
     output_option,
     parse_labels,
-    template_option,
+    removal_targets,
+    show_statuses,
+    status_options,
 )
 from crib.cli.configs import load_pod_config
 from crib.cli.timeparse import parse_duration
@@ -83,13 +87,8 @@ def stopp(ctx: click.Context, ids: tuple[str, ...]) -> None:
 def rmp(ctx: click.Context, ids: tuple[str, ...], force: bool, all_: bool) -> None:
     """Remove one or more pods."""
     client = client_of(ctx)
-    targets = list(ids)
-    if all_:
-        targets = [p.id for p in client.call("ListPodSandbox", api.ListPodSandboxRequest()).items]
-        if not targets:
-            click.echo("No pods to remove", err=True)
-            return
-    need_ids(targets, "pod")
+    targets = removal_targets(ids, all_, lambda: [p.id for p in client.call(
+        "ListPodSandbox", api.ListPodSandboxRequest()).items], "pod")
 
     def remove(pod_id: str) -> None:
         status = client.call("PodSandboxStatus", api.PodSandboxStatusRequest(pod_sandbox_id=pod_id)).status
@@ -121,8 +120,7 @@ def pods(ctx: click.Context, pid: str, name: str, namespace: str, state: str, la
         output.emit(output.message_dict(api.ListPodSandboxResponse(items=items)), fmt)
         return
     if quiet:
-        for p in items:
-            click.echo(p.id)
+        echo_ids(items)
         return
     if verbose:
         for p in items:
@@ -147,16 +145,8 @@ def _verbose_pod(p: Any) -> None:
         click.echo(f"Attempt: {p.metadata.attempt}")
     click.echo(f"Status: {POD_STATE_WORDS.get(p.state, 'Unknown')}")
     click.echo(f"Created: {output.rfc3339nano(p.created_at)}")
-    _kv("Labels", p.labels)
-    _kv("Annotations", p.annotations)
+    echo_mappings(p)
     click.echo(f"Runtime: {p.runtime_handler or '(default)'}\n")
-
-
-def _kv(title: str, mapping: Any) -> None:
-    if mapping:
-        click.echo(f"{title}:")
-        for key in sorted(mapping):
-            click.echo(f"\t{key} -> {mapping[key]}")
 
 
 def pod_status_doc(resp: Any) -> dict[str, Any]:
@@ -167,9 +157,7 @@ def pod_status_doc(resp: Any) -> dict[str, Any]:
 
 @click.command()
 @click.argument("ids", nargs=-1, metavar="[POD-ID...]")
-@output_option(default="json", choices=output.STATUS_FORMATS)
-@click.option("-q", "--quiet", is_flag=True, help="Do not show verbose information.")
-@template_option()
+@status_options()
 @apply(_FILTERS)
 @click.pass_context
 def inspectp(ctx: click.Context, ids: tuple[str, ...], fmt: str, quiet: bool, template: str, name: str,
@@ -180,15 +168,9 @@ def inspectp(ctx: click.Context, ids: tuple[str, ...], fmt: str, quiet: bool, te
         client, state=state, labels=parse_labels(labels), name=name, namespace=namespace, latest=latest,
         last=last)]
     need_ids(targets, "pod")
-    docs = []
-    for pod_id in targets:
-        resp = client.call("PodSandboxStatus", api.PodSandboxStatusRequest(pod_sandbox_id=pod_id,
-                                                                           verbose=not quiet))
-        if fmt == "table":
-            _pod_status_table(resp, not quiet)
-        else:
-            docs.append(pod_status_doc(resp))
-    output.emit_statuses(docs, fmt, template)
+    show_statuses(targets, lambda pod_id: client.call("PodSandboxStatus", api.PodSandboxStatusRequest(
+        pod_sandbox_id=pod_id, verbose=not quiet)), lambda resp: _pod_status_table(resp, not quiet),
+        pod_status_doc, fmt, template)
 
 
 def _pod_status_table(resp: Any, verbose: bool) -> None:
@@ -205,8 +187,7 @@ def _pod_status_table(resp: Any, verbose: bool) -> None:
         click.echo(f"IP Addresses: {s.network.ip}")
         for extra in s.network.additional_ips:
             click.echo(f"Additional IP: {extra.ip}")
-    _kv("Labels", s.labels)
-    _kv("Annotations", s.annotations)
+    echo_mappings(s)
     if verbose:
         click.echo(f"Info: {dict(resp.info)}")
 
@@ -223,36 +204,23 @@ def _pod_status_table(resp: Any, verbose: bool) -> None:
 def statsp(ctx: click.Context, pod_id: str, pid: str, labels: tuple[str, ...], fmt: str, seconds: int,
            watch: bool) -> None:
     """List pod statistics (CRI ListPodSandboxStats): CPU % over a sample, memory working set."""
-    from crib.cli.stats import cpu_percent, watch_loop
+    from crib.cli.stats import cpu_percent, sampled_table, watch_loop
 
     client = client_of(ctx)
     request = api.ListPodSandboxStatsRequest(filter=api.PodSandboxStatsFilter(
         id=pid or pod_id, label_selector=parse_labels(labels)))
 
-    def sample() -> list[Any]:
-        stats = list(client.call("ListPodSandboxStats", request).stats)
-        stats.sort(key=lambda s: s.attributes.id)
-        return stats
+    def row(before: Any, s: Any) -> list[Any] | None:
+        cpu, mem = s.linux.cpu, s.linux.memory
+        if not cpu.usage_core_nano_seconds.value and not mem.working_set_bytes.value:
+            return None  # no figures (not running)
+        return [s.attributes.metadata.name, output.truncate_id(s.attributes.id),
+                f"{cpu_percent(before.linux.cpu, cpu):.2f}", output.human_size(mem.working_set_bytes.value)]
 
-    def show() -> None:
-        first = sample()
-        if fmt != "table":
-            output.emit(output.message_dict(api.ListPodSandboxStatsResponse(stats=first)), fmt)
-            return
-        old = {s.attributes.id: s for s in first}
-        time.sleep(seconds)
-        table = output.Table(["POD", "POD ID", "CPU %", "MEM"])
-        for s in sample():
-            before = old.get(s.attributes.id)
-            cpu, mem = s.linux.cpu, s.linux.memory
-            if before is None or (not cpu.usage_core_nano_seconds.value and not mem.working_set_bytes.value):
-                continue
-            table.add([s.attributes.metadata.name, output.truncate_id(s.attributes.id),
-                       f"{cpu_percent(before.linux.cpu, cpu):.2f}",
-                       output.human_size(mem.working_set_bytes.value)])
-        table.print()
-
-    watch_loop(show, watch)
+    watch_loop(lambda: sampled_table(
+        lambda: client.call("ListPodSandboxStats", request).stats,
+        lambda items: api.ListPodSandboxStatsResponse(stats=items), fmt=fmt, seconds=seconds,
+        header=["POD", "POD ID", "CPU %", "MEM"], row=row), watch)
 
 
 __all__ = ["inspectp", "pod_deadline", "pods", "rmp", "run_pod", "runp", "statsp", "stopp"]
