@@ -9,6 +9,7 @@ BENCHMARKS = {
     "pull": ("bench.pull", "PullImage of a 5-layer ~200 MB image, crib vs containerd"),
     "runtime": ("bench.runtime", "pod/container lifecycle latencies and per-pod memory, crib vs containerd"),
     "network": ("bench.network", "runp + stopp + rmp on a CNI bridge, with and without hostPort"),
+    "node": ("bench.node", "100 pods x 3 containers, kubelet-like relists, stats and churn: CPU, p99, RSS"),
     "calls": ("bench.calls", "status and list calls at 1/100/500 objects: latency and daemon CPU per call"),
     "critest": ("bench.critest", "critest -benchmark (the official one), crib vs the test bed's containerd"),
     "network-watch": ("bench.network_watch", "CNI conf-dir watcher: poll cost, config fixed -> NetworkReady"),

@@ -262,7 +262,7 @@ def pair(base: Path, *, images: Mapping[str, Any] | None = None, subnet_prefix: 
     beds = {name: Testbed(base / f"cni-{name}", TAG) for name in ("crib", "containerd")}
     for bed in beds.values():
         if subnet_prefix != 24:
-            bed.subnet = free_subnet(subnet_prefix)
+            bed.subnet = free_subnet().supernet(new_prefix=subnet_prefix)
         bed.write_conflist()
     pause_image = build_image([img.busybox_layer().build()], platform=img.host_platform(),
                               spec=ImageConfig(entrypoint=("sleep",), cmd=("infinity",)))
