@@ -10,7 +10,7 @@ from typing import Any
 
 from crib._proto.runtime.v1 import api_pb2 as api
 from crib.containers import ContainerEvent, ContainerUsage, EventKind, PodUsage, state_of
-from crib.cri import sandbox_convert
+from crib.cri import sandbox_convert, wire
 from crib.state.records import ContainerRecord, MountRecord
 
 _STATE = {"created": api.CONTAINER_CREATED, "running": api.CONTAINER_RUNNING, "exited": api.CONTAINER_EXITED}
@@ -85,6 +85,23 @@ def status(rec: ContainerRecord) -> api.ContainerStatus:
     return out
 
 
+_ITEMS: wire.Cache[ContainerRecord] = wire.Cache(container)
+_STATUSES: wire.Cache[ContainerRecord] = wire.Cache(status)
+
+
+def list_response(recs: list[ContainerRecord], *, complete: bool) -> bytes:
+    """ListContainersResponse, serialized (see cri/wire.py); complete = recs are all the containers."""
+    out = wire.repeated(1, [_ITEMS.get(r.id, r) for r in recs])
+    if complete:
+        _ITEMS.keep_only(r.id for r in recs)
+    return out
+
+
+def status_response(rec: ContainerRecord) -> bytes:
+    """ContainerStatusResponse without verbose info, serialized."""
+    return wire.field(1, _STATUSES.get(rec.id, rec))
+
+
 def verbose_info(rec: ContainerRecord, bundle: Path) -> dict[str, str]:
     """ContainerStatus verbose info: {"info": JSON} with pid, sandbox and runtime spec (crictl inspect)."""
     info: dict[str, Any] = {"pid": rec.pid, "sandboxID": rec.sandbox_id,
@@ -153,4 +170,5 @@ def event(e: ContainerEvent) -> api.ContainerEventResponse:
     return out
 
 
-__all__ = ["container", "container_stats", "event", "pod_stats", "state_filter", "status", "verbose_info"]
+__all__ = ["container", "container_stats", "event", "list_response", "pod_stats", "state_filter", "status",
+           "status_response", "verbose_info"]

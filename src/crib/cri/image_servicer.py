@@ -8,6 +8,7 @@ JSON documents over gRPC (a generic handler with JSON (de)serializers) so it nee
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,7 @@ import grpc
 
 from crib._proto.runtime.v1 import api_pb2 as api
 from crib._proto.runtime.v1 import api_pb2_grpc
+from crib.cri import wire
 from crib.cri.interceptors import instrumented_service
 from crib.cri.server import fill_unimplemented
 from crib.errors import InvalidArgument
@@ -68,9 +70,16 @@ def _fs_usage(usage: Any) -> Any:
 class ImageServicer(api_pb2_grpc.ImageServiceServicer):  # type: ignore[misc]
     def __init__(self, images: ImageService) -> None:
         self._images = images
+        self._pinned: wire.Cache[ImageRecord] = wire.Cache(functools.partial(to_image, pinned=True))
+        self._unpinned: wire.Cache[ImageRecord] = wire.Cache(functools.partial(to_image, pinned=False))
 
     def _image(self, rec: ImageRecord) -> Any:
         return to_image(rec, pinned=self._images.is_pinned(rec))
+
+    def _image_bytes(self, rec: ImageRecord) -> bytes:
+        """The serialized Image of rec, cached while rec is the same record (cri/wire.py)."""
+        pinned = self._images.is_pinned(rec)
+        return (self._pinned if pinned else self._unpinned).get(rec.id, rec)
 
     async def PullImage(self, request: api.PullImageRequest, context: grpc.aio.ServicerContext) -> Any:
         ref = _spec_image(request.image, "PullImage")
@@ -84,7 +93,12 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):  # type: ignore[misc]
 
     async def ListImages(self, request: api.ListImagesRequest, context: grpc.aio.ServicerContext) -> Any:
         ref = request.filter.image.image if request.HasField("filter") else ""
-        return api.ListImagesResponse(images=[self._image(r) for r in self._images.list(ref)])
+        records = self._images.list(ref)
+        out = wire.repeated(1, [self._image_bytes(r) for r in records])
+        if not ref:
+            self._pinned.keep_only(r.id for r in records)
+            self._unpinned.keep_only(r.id for r in records)
+        return out
 
     async def StreamImages(self, request: api.StreamImagesRequest,
                            context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -98,9 +112,9 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):  # type: ignore[misc]
         rec = self._images.find(_spec_image(request.image, "ImageStatus"))
         if rec is None:
             return api.ImageStatusResponse()  # absent: no image and no error, as CRI requires
-        info = {}
-        if request.verbose:
-            info["info"] = json.dumps(await self._images.inspect(rec))
+        if not request.verbose:
+            return wire.field(1, self._image_bytes(rec))
+        info = {"info": json.dumps(await self._images.inspect(rec))}
         return api.ImageStatusResponse(image=self._image(rec), info=info)
 
     async def RemoveImage(self, request: api.RemoveImageRequest, context: grpc.aio.ServicerContext) -> Any:
@@ -137,6 +151,8 @@ class ImageExtServicer:
 
     def __init__(self, images: ImageService) -> None:
         self._images = images
+        self._pinned: wire.Cache[ImageRecord] = wire.Cache(functools.partial(to_image, pinned=True))
+        self._unpinned: wire.Cache[ImageRecord] = wire.Cache(functools.partial(to_image, pinned=False))
 
     async def Pull(self, request: dict[str, Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         ref = str(request.get("image", "")).strip()

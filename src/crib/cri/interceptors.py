@@ -147,6 +147,18 @@ def _wrap_stream(method: str, inner: Callable[..., Any]) -> Callable[..., AsyncI
     return behavior
 
 
+def _passing_bytes(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """The response serializer, except that a servicer's already serialized reply goes out as it is
+    (the polled calls answer from cached bytes: cri/wire.py)."""
+    if serialize is None:
+        return None
+
+    def serializer(response: Any) -> bytes:
+        return response if type(response) is bytes else serialize(response)
+
+    return serializer
+
+
 def instrument(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """The handler of one RPC, wrapped once at registration: logged, errors mapped to statuses.
 
@@ -158,7 +170,7 @@ def instrument(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHan
         return grpc.unary_unary_rpc_method_handler(
             _wrap_unary(method, handler.unary_unary),
             request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            response_serializer=_passing_bytes(handler.response_serializer),
         )
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(

@@ -107,6 +107,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
                                context: grpc.aio.ServicerContext) -> Any:
         validate.sandbox_id(request.pod_sandbox_id)
         rec = self._pods.get(request.pod_sandbox_id)
+        if not request.verbose:  # kubelet's call, per pod and second: cached bytes (cri/wire.py)
+            return sandbox_convert.status_response(rec, time.time_ns())
         return api.PodSandboxStatusResponse(
             status=sandbox_convert.status(rec),
             info=sandbox_convert.verbose_info(rec) if request.verbose else {},
@@ -118,7 +120,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
         recs = self._pods.find(
             id_prefix=f.id, ready=sandbox_convert.state_filter(f.state if f.HasField("state") else None),
             labels=dict(f.label_selector))
-        return api.ListPodSandboxResponse(items=[sandbox_convert.pod(r) for r in recs])
+        complete = not (f.id or f.HasField("state") or f.label_selector)
+        return sandbox_convert.list_response(recs, complete=complete)
 
     async def PodSandboxStats(self, request: api.PodSandboxStatsRequest,
                               context: grpc.aio.ServicerContext) -> Any:
@@ -166,12 +169,15 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
         recs = self._containers.find(
             id_prefix=f.id, sandbox_prefix=f.pod_sandbox_id, labels=dict(f.label_selector),
             state=container_convert.state_filter(f.state if f.HasField("state") else None))
-        return api.ListContainersResponse(containers=[container_convert.container(r) for r in recs])
+        complete = not (f.id or f.pod_sandbox_id or f.HasField("state") or f.label_selector)
+        return container_convert.list_response(recs, complete=complete)
 
     async def ContainerStatus(self, request: api.ContainerStatusRequest,
                               context: grpc.aio.ServicerContext) -> Any:
         validate.container_id(request.container_id)
         rec = self._containers.get(request.container_id)
+        if not request.verbose:  # kubelet's call, per container and relist: cached bytes (cri/wire.py)
+            return container_convert.status_response(rec)
         info = container_convert.verbose_info(rec, self._containers.deps.layout.bundle(rec.id)) \
             if request.verbose else {}
         return api.ContainerStatusResponse(status=container_convert.status(rec), info=info)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from crib._proto.runtime.v1 import api_pb2 as api
+from crib.cri import wire
 from crib.state.records import SandboxRecord
 
 _MODE = {"pod": api.POD, "container": api.CONTAINER, "node": api.NODE, "target": api.TARGET}
@@ -41,6 +42,23 @@ def status(rec: SandboxRecord) -> api.PodSandboxStatus:
         labels=rec.labels, annotations=rec.annotations, runtime_handler=rec.runtime_handler)
 
 
+_ITEMS: wire.Cache[SandboxRecord] = wire.Cache(pod)
+_STATUSES: wire.Cache[SandboxRecord] = wire.Cache(status)
+
+
+def list_response(recs: list[SandboxRecord], *, complete: bool) -> bytes:
+    """ListPodSandboxResponse, serialized (see cri/wire.py); complete = recs are all the pods."""
+    out = wire.repeated(1, [_ITEMS.get(r.id, r) for r in recs])
+    if complete:
+        _ITEMS.keep_only(r.id for r in recs)
+    return out
+
+
+def status_response(rec: SandboxRecord, timestamp: int) -> bytes:
+    """PodSandboxStatusResponse without verbose info, serialized."""
+    return wire.field(1, _STATUSES.get(rec.id, rec)) + wire.integer(4, timestamp)
+
+
 def verbose_info(rec: SandboxRecord) -> dict[str, str]:
     """PodSandboxStatus verbose info: one JSON document under "info", as crictl inspectp expects."""
     info: dict[str, Any] = {
@@ -64,4 +82,4 @@ def state_filter(value: api.PodSandboxStateValue | None) -> bool | None:
     return value.state == api.SANDBOX_READY
 
 
-__all__ = ["pod", "state_filter", "status", "verbose_info"]
+__all__ = ["list_response", "pod", "state_filter", "status", "status_response", "verbose_info"]

@@ -1,0 +1,72 @@
+"""Serialized CRI messages of immutable records, for the polled calls.
+
+kubelet lists every pod and container every second and asks for the status of each that changed; building
+a protobuf message per record per call, then serializing it, is most of what those calls cost at a few
+hundred objects. crib's records are frozen and replaced on every change, so the serialized form of a record
+is computed once and kept until the record object is replaced; a list response is then its items' bytes
+framed as a repeated field, which is exactly what protobuf would have written (a message's fields may be
+concatenated; a repeated message field is a sequence of tag, length, bytes). The servicer returns those
+bytes and instrument() (cri/interceptors.py) passes bytes through the response serializer untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Generic, TypeVar
+
+R = TypeVar("R")
+
+_LIMIT = 20000  # entries before a cache forgets everything (only reachable through filtered calls)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def field(number: int, data: bytes) -> bytes:
+    """One length-delimited field (a message, string or bytes) with its tag."""
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def integer(number: int, value: int) -> bytes:
+    """One varint field (int64 >= 0, enum, bool) with its tag; 0 is written out like any value."""
+    return _varint(number << 3) + _varint(value)
+
+
+def repeated(number: int, items: Iterable[bytes]) -> bytes:
+    """A repeated message field of already serialized items."""
+    tag = _varint(number << 3 | 2)
+    return b"".join([tag + _varint(len(item)) + item for item in items])
+
+
+class Cache(Generic[R]):
+    """key -> (record, its serialized message); a hit needs the very same record object."""
+
+    def __init__(self, build: Callable[[R], Any]) -> None:
+        self._build = build
+        self._items: dict[Hashable, tuple[R, bytes]] = {}
+
+    def get(self, key: Hashable, rec: R) -> bytes:
+        hit = self._items.get(key)
+        if hit is not None and hit[0] is rec:
+            return hit[1]
+        data: bytes = self._build(rec).SerializeToString()
+        if len(self._items) >= _LIMIT:
+            self._items.clear()
+        self._items[key] = (rec, data)
+        return data
+
+    def keep_only(self, keys: Iterable[Hashable]) -> None:
+        """Forget the records not listed (called with a complete, unfiltered list)."""
+        live = set(keys)
+        if len(self._items) > len(live):
+            for key in [k for k in self._items if k not in live]:
+                del self._items[key]
+
+
+__all__ = ["Cache", "field", "integer", "repeated"]
