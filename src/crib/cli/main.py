@@ -10,12 +10,14 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from crib.cli.client import Client, ClientError, Settings, config_path, resolve
 from crib.cli.errors import CliError
+
+if TYPE_CHECKING:  # the client is loaded by commands that use it, not by `crib daemon`
+    from crib.cli.client import Client, Settings
 
 # name -> "module:attribute" under crib.cli.commands; aliases point at the same command.
 COMMANDS: dict[str, str] = {
@@ -50,9 +52,13 @@ class CliState:
 
     @property
     def config_path(self) -> str:
+        from crib.cli.client import config_path
+
         return config_path(self.config_flag)
 
     def settings(self) -> Settings:
+        from crib.cli.client import ClientError, resolve
+
         if self._settings is None:
             if self.config_flag and not os.path.exists(self.config_flag):
                 raise ClientError(f"load config file: {self.config_flag} does not exist (from -c/--config; "
@@ -62,6 +68,8 @@ class CliState:
         return self._settings
 
     def client(self) -> Client:
+        from crib.cli.client import Client
+
         if self._client is None:
             self._client = Client(self.settings())
         return self._client

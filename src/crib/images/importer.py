@@ -17,12 +17,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from crib import lazy
 from crib.errors import CribError, InvalidArgument, NotFound
+
+if TYPE_CHECKING:
+    import tarfile
+else:
+    tarfile = lazy.module("tarfile")  # loaded by the first import (daemon idle memory)
 from crib.images import reference
 from crib.images.blobs import digest_of
 from crib.images.manifest import (

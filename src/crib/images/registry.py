@@ -24,14 +24,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
-
-from crib import log
+from crib import lazy, log
 from crib.errors import CribError, NotFound, PermissionDenied, Unauthenticated, Unavailable
 from crib.images.auth import Credentials, DockerConfig, parse_challenges, token_from_response
 from crib.images.manifest import ACCEPT
 from crib.images.registries_conf import Endpoint, is_loopback
+
+if TYPE_CHECKING:
+    import httpx
+else:
+    httpx = lazy.module("httpx")  # loaded by the first pull: a daemon that never pulls never pays for it
 
 _log = log.get(__name__)
 
@@ -91,7 +95,7 @@ class RegistryClient:
         self.certs_dir = Path(certs_dir) if certs_dir else None
         self.retries = retries
         self.retry_base = retry_base
-        self._timeout = httpx.Timeout(connect=30.0, read=read_timeout or None, write=60.0, pool=None)
+        self._read_timeout = read_timeout
         self._transport = transport
         self._clients: dict[tuple[str, bool], httpx.AsyncClient] = {}
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
@@ -130,8 +134,9 @@ class RegistryClient:
         key = (key_name, loopback)
         client = self._clients.get(key)
         if client is None:
+            timeout = httpx.Timeout(connect=30.0, read=self._read_timeout or None, write=60.0, pool=None)
             client = httpx.AsyncClient(
-                verify=verify, timeout=self._timeout, follow_redirects=True, max_redirects=5,
+                verify=verify, timeout=timeout, follow_redirects=True, max_redirects=5,
                 # A proxy from the environment is for reaching the internet, never for this machine.
                 trust_env=not loopback, transport=self._transport,
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),

@@ -21,8 +21,6 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from crib import log
 from crib.config import Config
 from crib.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -39,6 +37,9 @@ from crib.images.registry import RegistryClient
 from crib.images.store import ImageStore
 from crib.state import Database
 from crib.state.records import ImageRecord
+
+if typing.TYPE_CHECKING:
+    import httpx
 
 _log = log.get(__name__)
 

@@ -18,11 +18,15 @@ import threading
 import typing
 import zlib
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import zstandard
-
+from crib import lazy
 from crib.errors import ResourceExhausted
+
+if TYPE_CHECKING:
+    import zstandard
+else:
+    zstandard = lazy.module("zstandard")  # loaded by the first zstd layer (daemon idle memory)
 
 CHUNK = 1 << 20
 

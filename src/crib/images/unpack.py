@@ -30,14 +30,19 @@ import errno
 import os
 import shutil
 import stat
-import tarfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from crib import log
+from crib import lazy, log
 from crib.errors import CribError, PermissionDenied
 from crib.images.streams import CHUNK, Reader
+
+if TYPE_CHECKING:
+    import tarfile
+else:
+    tarfile = lazy.module("tarfile")  # loaded by the first unpack (daemon idle memory)
 
 _log = log.get(__name__)
 
@@ -362,7 +367,7 @@ def unpack_tar(stream: Reader, dest: Path, *, what: str) -> UnpackStats:
     ex = _Extractor(dest, what)
     try:
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK)  # type: ignore[call-overload]  # noqa: SIM115
+            tar = tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK)  # type: ignore[call-overload]
         except tarfile.ReadError as exc:
             if "empty file" in str(exc):
                 return UnpackStats(entries=0, inodes=1, disk_bytes=_BLOCK)

@@ -9,8 +9,8 @@ only those it declares in its `capabilities` (spec section 3, "Deriving runtimeC
 
 from __future__ import annotations
 
+import functools
 import re
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from crib.errors import InvalidArgument
@@ -26,13 +26,20 @@ _MAX_RATE = 10**15
 BANDWIDTH_BURST = 2**32 - 1
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
-_SUFFIX = {
-    None: Decimal(1), "m": Decimal("0.001"),
-    "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12,
-    "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
-    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
-    "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
-}
+
+
+@functools.cache
+def _suffixes() -> dict[str | None, Any]:
+    # decimal is imported here, by the first pod with a bandwidth annotation: not by every daemon.
+    from decimal import Decimal
+
+    return {
+        None: Decimal(1), "m": Decimal("0.001"),
+        "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12,
+        "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
+        "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
+        "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
+    }
 
 
 def parse_quantity(text: str) -> int:
@@ -40,8 +47,10 @@ def parse_quantity(text: str) -> int:
     match = _QUANTITY.match(text.strip())
     if not match:
         raise ValueError(f"{text!r} is not a quantity like \"10M\", \"512k\" or \"1Gi\"")
+    from decimal import Decimal, InvalidOperation
+
     try:
-        value = Decimal(match.group(1)) * _SUFFIX[match.group(2)]
+        value = Decimal(match.group(1)) * _suffixes()[match.group(2)]
     except InvalidOperation:
         raise ValueError(f"{text!r} is not a quantity like \"10M\", \"512k\" or \"1Gi\"") from None
     return int(value.to_integral_value(rounding="ROUND_CEILING"))
