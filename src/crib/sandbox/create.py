@@ -2,8 +2,8 @@
 
     record CREATING (reserves the name) -> run dir -> cgroup parent -> pinned net/IPC/UTS namespaces
     (hostname, loopback, sysctls set inside; for a user-namespaced pod the user namespace first, owning
-    them) -> hostname, hosts, resolv.conf -> /dev/shm tmpfs -> PID-namespace holder (pid mode POD) ->
-    CNI ADD -> record CREATED
+    them) -> hostname, hosts, resolv.conf -> /dev/shm tmpfs -> PID-namespace holder (pid mode POD) and
+    CNI ADD, side by side -> record CREATED
 
 A user-namespaced pod's files (hostname, hosts, resolv.conf, the /dev/shm tmpfs) belong to the pod's root
 (the host ids its container id 0 maps to), so that root can use them like any pod's root; its log
@@ -28,6 +28,7 @@ import re
 import shutil
 import socket
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -186,16 +187,24 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
             rec = dataclasses.replace(rec, shm_path=str(shm))
         failpoints.hit("sandbox.shm")
 
+        # The PID-namespace holder (conmon + runc) and CNI ADD (the plugins) are independent programs that
+        # both only need the pinned namespaces: they run side by side, each with its undo registered first
+        # (a shared-PID pod pays the longer of the two, not their sum).
+        steps: list[Coroutine[Any, Any, Any]] = []
         if rec.pid_mode == "pod":
             undo.push("infra", lambda: infra.remove(deps, sid))
-            pid = await infra.start(deps, rec, config)
-            rec = dataclasses.replace(rec, infra_id=sid, infra_pid=pid)
-        failpoints.hit("sandbox.infra")
-
+            steps.append(infra.start(deps, rec, config))
         if rec.network_mode != "node":
             net_req = network_request(rec)
             undo.push("network", functools.partial(undo_network, net_req))
-            status = await deps.network.setup(net_req)
+            steps.append(deps.network.setup(net_req))
+        done = await _together(steps)
+        if rec.pid_mode == "pod":
+            rec = dataclasses.replace(rec, infra_id=sid, infra_pid=done.pop(0))
+        failpoints.hit("sandbox.infra")
+
+        if rec.network_mode != "node":
+            status = done.pop(0)
             rec = dataclasses.replace(rec, ips=tuple(status.ips))
             if status.ips:
                 files.write_atomic(rundir / "hosts", files.hosts(rec.hostname, status.ips),
@@ -205,6 +214,21 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
         rec = deps.store.put_sandbox(dataclasses.replace(rec, phase=Phase.CREATED))
         undo.commit()
     return rec
+
+
+async def _together(steps: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Run steps concurrently and return their results in order; when one fails, the others are cancelled
+    and awaited (their undos are registered already) before its error is raised as it is."""
+    if len(steps) <= 1:
+        return [await step for step in steps]
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _size_pod_cgroup(deps: SandboxDeps, cgroup: str, linux: Any) -> None:
