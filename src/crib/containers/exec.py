@@ -15,7 +15,7 @@ from crib.containers.create import resources_record
 from crib.containers.deps import ContainerDeps
 from crib.errors import DeadlineExceeded, FailedPrecondition
 from crib.runtime import conmon
-from crib.runtime.runc import ExecResult
+from crib.runtime.runc import ExecResult, InteractiveExec
 from crib.state.records import ContainerRecord
 
 NO_TIMEOUT = 24 * 3600.0
@@ -27,7 +27,7 @@ def _spec(deps: ContainerDeps, rec: ContainerRecord) -> dict[str, Any]:
     return data
 
 
-def _running(rec: ContainerRecord, what: str) -> None:
+def require_running(rec: ContainerRecord, what: str) -> None:
     if not rec.running:
         state = "exited" if rec.exited else "not started"
         raise FailedPrecondition(f"{what}: container {rec.meta_name} ({rec.id[:12]}) is {state}, not running")
@@ -41,7 +41,7 @@ async def exec_sync(deps: ContainerDeps, rec: ContainerRecord, cmd: list[str], t
         DeadlineExceeded: the command ran past timeout (it was killed, with its process group).
         ExternalCommandError: runc could not start the command (no such binary, ...).
     """
-    _running(rec, "ExecSync")
+    require_running(rec, "ExecSync")
     process = oci.exec_process(_spec(deps, rec), cmd, tty=False)
     path = deps.layout.bundle(rec.id) / f"exec-{secrets.token_hex(8)}.json"
     path.write_text(json.dumps(process))
@@ -56,6 +56,38 @@ async def exec_sync(deps: ContainerDeps, rec: ContainerRecord, cmd: list[str], t
         raise DeadlineExceeded(f"ExecSync {cmd[0]!r} in container {rec.meta_name} did not finish within "
                                f"{timeout:g}s; it was killed")
     return result
+
+
+async def exec_attached(deps: ContainerDeps, rec: ContainerRecord, cmd: list[str], *, tty: bool, stdin: bool,
+                        stdout: bool, stderr: bool) -> InteractiveExec:
+    """Start cmd in the container for a streaming session (exec -it): its stdio becomes the session's.
+
+    Raises:
+        FailedPrecondition: the container is not running.
+        InvalidArgument: an empty command.
+        ExternalCommandError: runc could not be started.
+    """
+    require_running(rec, "Exec")
+    process = oci.exec_process(_spec(deps, rec), cmd, tty=tty)
+    path = deps.layout.bundle(rec.id) / f"exec-{secrets.token_hex(8)}.json"
+    path.write_text(json.dumps(process))
+    try:
+        return await deps.runcs[rec.runtime_handler].exec_attached(rec.id, path, tty=tty, stdin=stdin,
+                                                                   stdout=stdout, stderr=stderr)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
+
+
+def attach(deps: ContainerDeps, rec: ContainerRecord) -> conmon.Attachment:
+    """Connect to a running container's stdio through its conmon.
+
+    Raises:
+        FailedPrecondition: the container is not running, or its monitor does not answer.
+    """
+    require_running(rec, "Attach")
+    return conmon.attach(deps.layout.bundle(rec.id), stdin_once=rec.stdin_once, tty=rec.tty)
 
 
 async def update_resources(deps: ContainerDeps, rec: ContainerRecord, resources: Any) -> ContainerRecord:
@@ -81,7 +113,7 @@ async def reopen_log(deps: ContainerDeps, rec: ContainerRecord) -> None:
         FailedPrecondition: the container is not running (CRI: then no new file may be created).
         DeadlineExceeded: conmon did not create the file within REOPEN_WAIT.
     """
-    _running(rec, "ReopenContainerLog")
+    require_running(rec, "ReopenContainerLog")
     if not rec.log_path:
         return
     if not conmon.reopen_log(Path(deps.layout.bundle(rec.id))):
@@ -98,4 +130,4 @@ def _exists(path: Path) -> bool:
     return path.exists()
 
 
-__all__ = ["exec_sync", "reopen_log", "update_resources"]
+__all__ = ["attach", "exec_attached", "exec_sync", "reopen_log", "require_running", "update_resources"]

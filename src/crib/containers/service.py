@@ -28,7 +28,7 @@ from crib.rootfs import overlay
 from crib.rootfs.overlay import Rootfs
 from crib.runtime import conmon, exits
 from crib.runtime.exits import Exit
-from crib.runtime.runc import ExecResult
+from crib.runtime.runc import ExecResult, InteractiveExec
 from crib.state.pending import PendingNames
 from crib.state.records import ContainerRecord, Phase
 
@@ -263,6 +263,27 @@ class ContainerService:
 
     async def exec_sync(self, container_id: str, cmd: list[str], timeout: float) -> ExecResult:
         return await exec_mod.exec_sync(self.deps, self.get(container_id), cmd, timeout)
+
+    async def exec_attached(self, container_id: str, cmd: list[str], *, tty: bool, stdin: bool, stdout: bool,
+                            stderr: bool) -> InteractiveExec:
+        """Start cmd for an exec streaming session (see exec.exec_attached)."""
+        return await exec_mod.exec_attached(self.deps, self.get(container_id), cmd, tty=tty, stdin=stdin,
+                                            stdout=stdout, stderr=stderr)
+
+    def attach(self, container_id: str) -> conmon.Attachment:
+        """Connect to a running container's stdio (see exec.attach)."""
+        return exec_mod.attach(self.deps, self.get(container_id))
+
+    def running(self, container_id: str, what: str) -> ContainerRecord:
+        """The record of a running container, for calls that need one (Exec, Attach).
+
+        Raises:
+            NotFound: no such container.
+            FailedPrecondition: it is not running.
+        """
+        rec = self.get(container_id)
+        exec_mod.require_running(rec, what)
+        return rec
 
     async def update_resources(self, container_id: str, resources: Any) -> None:
         cid = self._resolve(container_id)

@@ -22,17 +22,20 @@ import contextlib
 import json
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from crib import proc
-from crib.errors import DeadlineExceeded, ExternalCommandError
+from crib.errors import DeadlineExceeded, ExternalCommandError, FailedPrecondition
 from crib.runtime.runc import Runc, runtime_message
 
 CONMON_PIDFILE = "conmon.pid"
 CONTAINER_PIDFILE = "pidfile"
 CTL_FIFO = "ctl"
+ATTACH_SOCKET = "attach"
+WINDOW_RESIZE = 1
 REOPEN_LOGS = 2
 
 
@@ -191,19 +194,76 @@ def kill_monitor(bundle: Path) -> None:
     _kill_monitor(bundle)
 
 
-def reopen_log(bundle: Path) -> bool:
-    """Ask conmon to reopen the container's log file (after kubelet rotated it); False if conmon is gone."""
+def _control(bundle: Path, kind: int, height: int, width: int) -> bool:
+    """One line on conmon's control FIFO ("<type> <height> <width>"); False if conmon is gone."""
     try:
         fd = os.open(bundle / CTL_FIFO, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        os.write(fd, f"{REOPEN_LOGS} 0 0\n".encode())
+        os.write(fd, f"{kind} {height} {width}\n".encode())
     except OSError:
         return False
     finally:
         os.close(fd)
     return True
+
+
+def reopen_log(bundle: Path) -> bool:
+    """Ask conmon to reopen the container's log file (after kubelet rotated it); False if conmon is gone."""
+    return _control(bundle, REOPEN_LOGS, 0, 0)
+
+
+def resize(bundle: Path, width: int, height: int) -> bool:
+    """Resize the container's terminal (conmon owns its master); False if conmon is gone."""
+    if width <= 0 or height <= 0:
+        return True
+    return _control(bundle, WINDOW_RESIZE, height, width)
+
+
+class Attachment:
+    """A connection to conmon's attach socket: the container's stdio while it lasts.
+
+    conmon sends each chunk of output as one packet prefixed by its stream (2 stdout, 3 stderr) and
+    writes every packet it receives to the container's stdin. When this connection ends (EOF), conmon
+    closes the container's stdin if it was started without --leave-stdin-open (stdin_once).
+    """
+
+    def __init__(self, sock: socket.socket, bundle: Path, *, stdin_once: bool, tty: bool) -> None:
+        self.sock = sock
+        self.bundle = bundle
+        self.stdin_once = stdin_once
+        self.tty = tty
+
+    def resize(self, width: int, height: int) -> None:
+        if self.tty:
+            resize(self.bundle, width, height)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def attach(bundle: Path, *, stdin_once: bool, tty: bool) -> Attachment:
+    """Connect to the attach socket conmon serves in the bundle (SOCK_SEQPACKET, non-blocking).
+
+    The socket is reached through /proc/self/fd/<bundle fd>/attach: a bundle path can be longer than a
+    unix socket address allows (conmon binds it the same way).
+
+    Raises:
+        FailedPrecondition: conmon does not serve the socket (the container's monitor is gone).
+    """
+    dir_fd = os.open(bundle, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(f"/proc/self/fd/{dir_fd}/{ATTACH_SOCKET}")
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise FailedPrecondition(f"cannot attach: conmon's attach socket in {bundle} does not answer "
+                                 f"({exc.strerror or exc}); is the container's monitor running?") from exc
+    finally:
+        os.close(dir_fd)
+    return Attachment(sock, bundle, stdin_once=stdin_once, tty=tty)
 
 
 def monitor_alive(bundle: Path) -> bool:
@@ -217,5 +277,5 @@ def monitor_alive(bundle: Path) -> bool:
         return False
 
 
-__all__ = ["CONMON_PIDFILE", "Created", "Launch", "Monitor", "argv", "create", "kill_monitor",
-           "monitor_alive", "read_pid", "reopen_log"]
+__all__ = ["CONMON_PIDFILE", "Attachment", "Created", "Launch", "Monitor", "argv", "attach", "create",
+           "kill_monitor", "monitor_alive", "read_pid", "reopen_log", "resize"]

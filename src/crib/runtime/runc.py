@@ -18,6 +18,7 @@ from typing import Any
 
 from crib import proc
 from crib.errors import ExternalCommandError, NotFound
+from crib.system import tty as tty_mod
 
 RUNC_TIMEOUT = 30.0
 EXEC_GRACE = 5.0  # after an exec's deadline: how long runc may take to reap the killed command
@@ -141,10 +142,117 @@ class Runc:
                 argv=argv, returncode=255, stderr=proc.tail(result.stderr))
         return ExecResult(exit_code=result.returncode, stdout=result.stdout, stderr=result.stderr)
 
+    async def exec_attached(self, cid: str, process_file: Path, *, tty: bool, stdin: bool, stdout: bool,
+                            stderr: bool) -> InteractiveExec:
+        """Start `runc exec` of a process.json for an interactive session (the command's stdio is ours).
+
+        Without a terminal the command gets pipes (or /dev/null for a stream not asked for); runc passes
+        them straight on, so runc's own failure to start it appears on that stderr, with exit code 255.
+        With a terminal, runc gets the slave of a host pseudo-terminal (system/tty.py) and crib keeps the
+        master. The process.json and the pid file are removed by InteractiveExec.close().
+
+        Raises:
+            ExternalCommandError: runc could not be started.
+        """
+        pid_file = process_file.with_suffix(".pid")
+        argv = self.argv("exec", "--process", str(process_file), "--pid-file", str(pid_file), cid)
+        ours: list[int] = []
+        theirs: list[int] = []
+        try:
+            if tty:
+                master, slave = tty_mod.open_pty()
+                ours.append(master)
+                theirs.append(slave)
+                child = await proc.start_attached(argv, stdin=slave, stdout=slave, stderr=slave)
+                fds: tuple[int | None, int | None, int | None] = (master, master, None)
+            else:
+                ends: list[tuple[int, int] | None] = []
+                for wanted, reading in ((stdin, False), (stdout, True), (stderr, True)):
+                    if not wanted:
+                        ends.append(None)
+                        continue
+                    r, w = proc.pipe()
+                    mine, child_end = (r, w) if reading else (w, r)
+                    ours.append(mine)
+                    theirs.append(child_end)
+                    os.set_blocking(mine, False)
+                    ends.append((mine, child_end))
+                child = await proc.start_attached(argv, stdin=ends[0][1] if ends[0] else None,
+                                                  stdout=ends[1][1] if ends[1] else None,
+                                                  stderr=ends[2][1] if ends[2] else None)
+                fds = (ends[0][0] if ends[0] else None, ends[1][0] if ends[1] else None,
+                       ends[2][0] if ends[2] else None)
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        return InteractiveExec(child, stdin=fds[0], stdout=fds[1], stderr=fds[2], tty=tty,
+                               files=(process_file, pid_file))
+
     async def features(self) -> dict[str, Any]:
         result = await self._run("features", timeout=10.0)
         data: dict[str, Any] = json.loads(result.stdout)
         return data
+
+
+class InteractiveExec:
+    """A command run by `runc exec` for a streaming session (see Runc.exec_attached); its fds are
+    non-blocking. With a terminal, stdin and stdout are the same master fd."""
+
+    def __init__(self, child: proc.Attached, *, stdin: int | None, stdout: int | None, stderr: int | None,
+                 tty: bool, files: tuple[Path, ...]) -> None:
+        self._child = child
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self.tty = tty
+        self._files = files
+        self._closed = False
+
+    @property
+    def pid_file(self) -> Path:
+        return self._files[-1]
+
+    def resize(self, width: int, height: int) -> None:
+        """Set the terminal's size; runc, told by SIGWINCH, copies it to the container's terminal."""
+        if self.tty and self.stdout is not None and not self._closed:
+            tty_mod.set_winsize(self.stdout, width, height)
+            self._child.signal(signal.SIGWINCH)
+
+    def close_stdin(self) -> None:
+        """End of input for a command without a terminal (a terminal has no end: ^D is the user's)."""
+        if not self.tty and self.stdin is not None and not self._closed:
+            os.close(self.stdin)
+            self.stdin = None
+
+    async def wait(self) -> int:
+        """runc's exit status: the command's own, 128+n after signal n, 255 when runc itself failed."""
+        code = await self._child.wait()
+        return 128 - code if code < 0 else code
+
+    async def kill(self) -> None:
+        """Kill the command and its group, then reap runc (it exits once the command is gone)."""
+        if self._child.returncode is not None:
+            return
+        _kill_exec(self.pid_file)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._child.wait()), EXEC_GRACE)
+        await self._child.kill()
+
+    def close(self) -> None:
+        """Close crib's ends and remove the process.json and pid file; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for fd in {self.stdin, self.stdout, self.stderr} - {None}:
+            assert fd is not None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.stdin = self.stdout = self.stderr = None
+        for path in self._files:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def _started(result: proc.Result) -> bool:
@@ -174,4 +282,4 @@ def _kill_exec(pid_file: Path) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-__all__ = ["ExecResult", "Runc", "runtime_message"]
+__all__ = ["ExecResult", "InteractiveExec", "Runc", "runtime_message"]

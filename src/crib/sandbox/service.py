@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from crib import ids, log
 from crib.errors import FailedPrecondition, InvalidArgument, NotFound
+from crib.network.dial import PodDialer
 from crib.sandbox import create as create_mod
 from crib.sandbox import policy, teardown
 from crib.sandbox.deps import SandboxDeps
@@ -138,6 +139,28 @@ class SandboxService:
             raise FailedPrecondition(f"pod sandbox {rec.id} is {state}; containers can only be created in a "
                                      "ready pod")
         return rec
+
+    def forwardable(self, sandbox_id: str) -> SandboxRecord:
+        """The record of a pod whose ports can be forwarded to (PortForward).
+
+        Raises:
+            NotFound: no such pod.
+            FailedPrecondition: the pod is not ready.
+        """
+        rec = self.get(sandbox_id)
+        if not rec.ready:
+            raise FailedPrecondition(f"pod sandbox {rec.id[:12]} ({rec.meta.name}) is not ready; port "
+                                     "forwarding needs a running pod")
+        return rec
+
+    def dialer(self, sandbox_id: str) -> PodDialer:
+        """Connections to the pod's own ports, from inside its network namespace (port forwarding)."""
+        rec = self.forwardable(sandbox_id)
+
+        def check() -> None:
+            self.forwardable(rec.id)
+
+        return PodDialer(rec.netns_path if rec.network_mode != "node" else "", check)
 
     def find(self, *, id_prefix: str = "", ready: bool | None = None,
              labels: Mapping[str, str] | None = None) -> list[SandboxRecord]:
