@@ -160,6 +160,16 @@ class NetworkConfig:
 class StreamConfig:
     address: str = _doc("Address the exec/attach/port-forward server listens on.", default="127.0.0.1")
     port: int = _doc("Port of the streaming server; 0 = pick a free port.", default=0)
+    tls_cert: str = _doc("PEM certificate of the streaming server; with tls_key it serves HTTPS. Empty = "
+                         "plain HTTP.", default="")
+    tls_key: str = _doc("PEM private key of tls_cert.", default="")
+    tls_ca: str = _doc("PEM CA bundle; when set, clients must present a certificate signed by it.",
+                       default="")
+    idle_timeout: Duration = _doc("End a session after this long without a byte either way; \"0\" = never.",
+                                  default=Duration(4 * 3600.0))
+    creation_timeout: Duration = _doc(
+        "How long a streaming URL stays valid unused, and how long a client may take to set up its streams.",
+        default=Duration(30.0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -359,6 +369,12 @@ def _validate(cfg: Config, sources: str) -> None:
         fail(f"image.max_layer_bytes {cfg.image.max_layer_bytes} must be 0 (no limit) or positive")
     if not 0 <= cfg.stream.port <= 65535:
         fail(f"stream.port {cfg.stream.port} must be between 0 and 65535")
+    if bool(cfg.stream.tls_cert) != bool(cfg.stream.tls_key):
+        fail("stream.tls_cert and stream.tls_key go together: set both (HTTPS) or neither (HTTP)")
+    if cfg.stream.tls_ca and not cfg.stream.tls_cert:
+        fail("stream.tls_ca needs stream.tls_cert and stream.tls_key: client certificates need TLS")
+    if cfg.stream.creation_timeout <= 0:
+        fail("stream.creation_timeout must be more than 0")
 
 
 def load(

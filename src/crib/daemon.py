@@ -25,9 +25,10 @@ from crib.cri.server import build_server
 from crib.errors import ConfigError, CribError
 from crib.images import ImageService
 from crib.network import CNIManager
-from crib.node import Node, build_node
+from crib.node import Node, StreamBackend, build_node
 from crib.runtime import Health
 from crib.state import Database
+from crib.streaming import StreamServer
 from crib.system import ns
 
 _log = log.get(__name__)
@@ -152,9 +153,23 @@ async def _reconcile_network(network: CNIManager, node: Node) -> None:
 
 async def _serve_with(cfg: Config, health: Health, network: CNIManager, images: ImageService,
                       node: Node) -> None:
+    streams = StreamServer(cfg.stream, StreamBackend(node.containers, node.sandboxes))
+    try:
+        await streams.start()
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from exc
+    try:
+        await _serve_grpc(cfg, health, network, images, node, streams)
+    finally:
+        # Sessions end (exec'd commands killed, attach and pod sockets closed); containers are untouched.
+        await streams.close()
+
+
+async def _serve_grpc(cfg: Config, health: Health, network: CNIManager, images: ImageService, node: Node,
+                      streams: StreamServer) -> None:
     sock = cfg.socket_path
     server = build_server(RuntimeServicer(cfg=cfg, health=health, network=network, sandboxes=node.sandboxes,
-                                          containers=node.containers), ImageServicer(images))
+                                          containers=node.containers, streams=streams), ImageServicer(images))
     server.add_generic_rpc_handlers((ext_handler(ImageExtServicer(images)),))
     old_umask = os.umask(0o117)  # the socket is born 0660: no window where others could connect
     try:

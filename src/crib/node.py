@@ -26,6 +26,7 @@ from crib.sandbox import SandboxDeps, SandboxService
 from crib.state.db import Database
 from crib.state.pending import KeyedLocks
 from crib.state.store import RuntimeStore
+from crib.streaming import Attachment, AttachRequest, Dialer, ExecRequest, PortForwardRequest, Process
 from crib.system.cgroups import Cgroups
 
 _log = log.get(__name__)
@@ -43,6 +44,26 @@ class Node:
         self.watcher.stop()
         await self.sandboxes.close()
         await self.containers.close()
+
+
+class StreamBackend:
+    """The node as streaming sessions see it (crib.streaming.Backend): exec and attach go to the
+    containers, port forwarding to the pods."""
+
+    def __init__(self, containers: ContainerService, sandboxes: SandboxService) -> None:
+        self._containers = containers
+        self._sandboxes = sandboxes
+
+    async def exec(self, request: ExecRequest) -> Process:
+        return await self._containers.exec_attached(request.container_id, list(request.cmd), tty=request.tty,
+                                                    stdin=request.stdin, stdout=request.stdout,
+                                                    stderr=request.stderr and not request.tty)
+
+    async def attach(self, request: AttachRequest) -> Attachment:
+        return self._containers.attach(request.container_id)
+
+    def dialer(self, request: PortForwardRequest) -> Dialer:
+        return self._sandboxes.dialer(request.sandbox_id)
 
 
 def _prepare_dirs(cfg: Config, layout: Layout) -> None:
@@ -101,4 +122,4 @@ async def build_node(cfg: Config, db: Database, network: PodNetwork, images: Ima
     return Node(layout=layout, store=store, sandboxes=sandboxes, containers=containers, watcher=watcher)
 
 
-__all__ = ["Node", "build_node"]
+__all__ = ["Node", "StreamBackend", "build_node"]

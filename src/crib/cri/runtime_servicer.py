@@ -17,10 +17,12 @@ from crib.config import Config
 from crib.containers import ContainerService
 from crib.cri import container_convert, sandbox_convert, validate
 from crib.cri.server import fill_unimplemented
+from crib.errors import Unavailable
 from crib.network import NetworkAdmin, NoNetwork
 from crib.runtime import Health
 from crib.runtime.handlers import HandlerFeatures
 from crib.sandbox import SandboxService
+from crib.streaming import AttachRequest, ExecRequest, PortForwardRequest, StreamServer
 
 # kubelet refuses any other value (kuberuntime_manager: typedVersion.Version != kubeRuntimeAPIVersion).
 KUBELET_API_VERSION = "0.1.0"
@@ -31,8 +33,10 @@ RUNTIME_API_VERSION = "v1"
 @fill_unimplemented("RuntimeService")
 class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc]
     def __init__(self, *, cfg: Config, health: Health, sandboxes: SandboxService,
-                 containers: ContainerService, network: NetworkAdmin | None = None) -> None:
+                 containers: ContainerService, network: NetworkAdmin | None = None,
+                 streams: StreamServer | None = None) -> None:
         self._cfg = cfg
+        self._streams = streams
         self._health = health
         self._pods = sandboxes
         self._containers = containers
@@ -200,6 +204,35 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
         result = await self._containers.exec_sync(request.container_id, list(request.cmd),
                                                   float(request.timeout))
         return api.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
+
+    # -------------------------------------------------------------------------------------- streaming
+
+    def _stream_server(self) -> StreamServer:
+        if self._streams is None:
+            raise Unavailable("the streaming server is not running in this daemon")
+        return self._streams
+
+    async def Exec(self, request: api.ExecRequest, context: grpc.aio.ServicerContext) -> Any:
+        validate.exec_(request)
+        rec = self._containers.running(request.container_id, "Exec")
+        url = self._stream_server().url(ExecRequest(
+            container_id=rec.id, cmd=tuple(request.cmd), tty=request.tty, stdin=request.stdin,
+            stdout=request.stdout, stderr=request.stderr))
+        return api.ExecResponse(url=url)
+
+    async def Attach(self, request: api.AttachRequest, context: grpc.aio.ServicerContext) -> Any:
+        validate.attach(request)
+        rec = self._containers.running(request.container_id, "Attach")
+        url = self._stream_server().url(AttachRequest(
+            container_id=rec.id, tty=request.tty, stdin=request.stdin, stdout=request.stdout,
+            stderr=request.stderr))
+        return api.AttachResponse(url=url)
+
+    async def PortForward(self, request: api.PortForwardRequest, context: grpc.aio.ServicerContext) -> Any:
+        validate.port_forward(request)
+        rec = self._pods.forwardable(request.pod_sandbox_id)
+        url = self._stream_server().url(PortForwardRequest(sandbox_id=rec.id, ports=tuple(request.port)))
+        return api.PortForwardResponse(url=url)
 
     async def ContainerStats(self, request: api.ContainerStatsRequest,
                              context: grpc.aio.ServicerContext) -> Any:

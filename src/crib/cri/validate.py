@@ -55,4 +55,32 @@ def exec_sync(request: Any) -> None:
         raise InvalidArgument(f"ExecSync: timeout {request.timeout} is negative")
 
 
-__all__ = ["container_id", "create_container", "exec_sync", "run_pod_sandbox", "sandbox_id"]
+def _streams(call: str, request: Any) -> None:
+    if request.tty and request.stderr:
+        raise InvalidArgument(f"{call}: tty and stderr cannot both be true (a terminal has one output); "
+                              "set stderr=false")
+    if not (request.stdin or request.stdout or request.stderr):
+        raise InvalidArgument(f"{call}: one of stdin, stdout or stderr must be true")
+
+
+def exec_(request: Any) -> None:
+    _need(request.container_id, "container_id")
+    if not request.cmd or not request.cmd[0]:
+        raise InvalidArgument("Exec: cmd is empty; give the command to run")
+    _streams("Exec", request)
+
+
+def attach(request: Any) -> None:
+    _need(request.container_id, "container_id")
+    _streams("Attach", request)
+
+
+def port_forward(request: Any) -> None:
+    _need(request.pod_sandbox_id, "pod_sandbox_id")
+    for port in request.port:
+        if not 0 < port < 65536:
+            raise InvalidArgument(f"PortForward: port {port} is not between 1 and 65535")
+
+
+__all__ = ["attach", "container_id", "create_container", "exec_", "exec_sync", "port_forward",
+           "run_pod_sandbox", "sandbox_id"]
