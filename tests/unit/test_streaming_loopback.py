@@ -321,3 +321,49 @@ def test_no_thread_is_left_behind() -> None:
     # namespace thread on close: covered in the integration tests. Here: the event-loop tests above left
     # no non-daemon thread running.
     assert all(t.daemon or t is threading.main_thread() for t in threading.enumerate())
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl(1)."""
+    import subprocess
+
+    d = tmp_path_factory.mktemp("pki")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-days", "2", "-subj", "/CN=crib-test-ca")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}")
+        (d / f"{name}.ext").write_text(ext + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+    return {n: str(d / n) for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
+
+
+async def refused_without_certificate(url: str, context: object) -> None:
+    rc = await client.RemoteCommand.connect(url, ssl_context=context)
+    await rc.collect()
+
+
+async def test_tls_with_client_certificates(pki: dict[str, str]) -> None:
+    import ssl
+
+    cfg = StreamConfig(tls_cert=pki["server.crt"], tls_key=pki["server.key"], tls_ca=pki["ca.crt"])
+    srv = StreamServer(cfg, HostBackend())
+    await srv.start()
+    try:
+        assert srv.base_url.startswith("https://127.0.0.1:")
+        trusting = ssl.create_default_context(cafile=pki["ca.crt"])
+        url = srv.url(ExecRequest(container_id="c", cmd=("echo", "secure")))
+        with pytest.raises((ssl.SSLError, ConnectionError)):  # no client certificate: refused
+            await refused_without_certificate(url, trusting)
+        trusting.load_cert_chain(pki["client.crt"], pki["client.key"])
+        url = srv.url(ExecRequest(container_id="c", cmd=("echo", "secure")))
+        async with await client.RemoteCommand.connect(url, ssl_context=trusting) as rc:
+            assert await rc.collect() == (b"secure\n", b"", 0)
+    finally:
+        await srv.close()

@@ -38,6 +38,7 @@ SPDY_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io",
                   "channel.k8s.io")
 DRAIN_IDLE = 1.0  # after the process exited: give up draining output once nothing came for this long
 FINISH_TIMEOUT = 10.0
+SHUTDOWN_MESSAGE = "the crib daemon is shutting down; the session ended (the container goes on)"
 ATTACH_PACKET = 32768  # conmon's attach socket buffer: a larger stdin packet would be truncated
 ATTACH_STDOUT, ATTACH_STDERR = 2, 3
 
@@ -166,6 +167,12 @@ async def _drain(tasks: list[asyncio.Task[None]], progress: _Progress) -> None:
             return
 
 
+async def _shutting_down(streams: Streams) -> None:
+    """Tell the client why its session ends (the daemon stops), if it can be told quickly."""
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(finish(streams, status(streams.version, error=SHUTDOWN_MESSAGE)), 1.0)
+
+
 async def _cancel(*tasks: asyncio.Task[typing.Any] | None) -> None:
     live = [t for t in tasks if t is not None and not t.done()]
     for task in live:
@@ -210,10 +217,17 @@ async def run_exec(backend: Backend, request: ExecRequest, streams: Streams, end
             await _cancel(*outs, *side)
             return "client gone" if ended_task.done() else "client stream failed"
         await _drain(outs, progress)
-        exit_code = waiter.result()
+        try:
+            exit_code = waiter.result()
+        except CribError as exc:
+            await finish(streams, status(streams.version, error=str(exc)))
+            return f"failed: {exc}"
         await _cancel(*outs, *side, ended_task)
         await finish(streams, status(streams.version, exit_code=exit_code, cmd=request.cmd))
         return f"exit code {exit_code}"
+    except asyncio.CancelledError:
+        await _shutting_down(streams)
+        raise
     finally:
         await _cancel(waiter, ended_task, *outs, *side)
         await process.kill()
@@ -274,6 +288,9 @@ async def run_attach(backend: Backend, request: AttachRequest, streams: Streams,
         failed = out.done() and not out.cancelled() and out.exception() is not None
         await finish(streams, status(streams.version))
         return "output failed" if failed else "ended"
+    except asyncio.CancelledError:
+        await _shutting_down(streams)
+        raise
     finally:
         await _cancel(out, stdin, resize, ended_task)
         attachment.close()

@@ -139,14 +139,16 @@ class HostBackend:
                 for end in ends:
                     if end is not None:
                         os.close(end[1])
-            process = HostProcess(child, *(end[0] if end else None for end in ends), False)
+            fds = [end[0] if end else None for end in ends]
+            process = HostProcess(child, fds[0], fds[1], fds[2], False)
         self.processes.append(process)
         return process
 
     async def attach(self, request: AttachRequest) -> HostAttachment:
         ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
-        attachment = HostAttachment(ours, peer, **self.attach_options)
+        attachment = HostAttachment(ours, peer, stdin_once=self.attach_options.get("stdin_once", False),
+                                    tty=self.attach_options.get("tty", False))
         self.attachments.append(attachment)
         return attachment
 
