@@ -43,10 +43,10 @@ def backend(srv: StreamServer) -> HostBackend:
 async def settled(srv: StreamServer) -> None:
     """Wait until no session is live (they end a moment after the client sees the end)."""
     for _ in range(500):
-        if not any(srv.counts().values()):
+        if not any(srv.session_counts().values()):
             return
         await asyncio.sleep(0.01)
-    raise AssertionError(f"sessions still live: {srv.counts()}")
+    raise AssertionError(f"sessions still live: {srv.session_counts()}")
 
 
 async def started(srv: StreamServer) -> None:

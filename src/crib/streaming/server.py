@@ -136,8 +136,9 @@ class StreamServer:
         """
         return f"{self.base_url}/{request.kind.value}/{self.tokens.issue(request)}"
 
-    def counts(self) -> dict[str, int]:
-        """Live sessions per kind (exec, attach, portforward): crib_streaming_sessions."""
+    def session_counts(self) -> dict[str, int]:
+        """Live sessions per kind, every kind present: {"exec": n, "attach": n, "portforward": n}
+        (for the metric crib_streaming_sessions)."""
         return self.sessions.counts()
 
     async def close(self, grace: float = SHUTDOWN_GRACE) -> None:
