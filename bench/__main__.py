@@ -13,6 +13,7 @@ BENCHMARKS = {
     "calls": ("bench.calls", "status and list calls at 1/100/500 objects: latency and daemon CPU per call"),
     "critest": ("bench.critest", "critest -benchmark (the official one), crib vs the test bed's containerd"),
     "network-watch": ("bench.network_watch", "CNI conf-dir watcher: poll cost, config fixed -> NetworkReady"),
+    "streaming": ("bench.streaming", "exec round trip and stdout MiB/s, port-forward MiB/s and conn/s"),
     "cli": ("bench.cli", "start-up of `crib ps -q` vs `crictl ps -q`, whole process, same daemon"),
 }
 

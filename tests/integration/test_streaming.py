@@ -340,3 +340,19 @@ def test_bad_requests_and_stopped_objects(pod: Pod, sleeper: str, busybox: str) 
     code, message = code_of(lambda: pod.rt.PortForward(api.PortForwardRequest(pod_sandbox_id=pod.id)))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert "not ready" in message
+
+
+async def test_crash_leftovers_are_killed_at_the_next_start(crib: CribDaemon, pod: Pod, sleeper: str) -> None:
+    url = exec_url(pod, sleeper, "sleep", "2003", stderr=False)
+    rc = await client.RemoteCommand.connect(url, stderr=False)
+    await eventually(lambda: processes_running("sleep 2003"), "the exec'd command to start")
+    crib.kill()  # no chance to end its sessions: the command is orphaned
+    with pytest.raises((client.RemoteError, ConnectionError)):
+        await asyncio.wait_for(rc.collect(), 20)
+    assert processes_running("sleep 2003")
+    crib.start()
+    await eventually(lambda: not processes_running("sleep 2003"), "the leftover command to be killed")
+    assert "killed exec'd commands" in crib.wait_for_log("commands=1")
+    assert not exec_files(crib, sleeper)
+    assert pod.status(sleeper).state == api.CONTAINER_RUNNING
+    await rc.close()

@@ -28,7 +28,7 @@ from crib.rootfs import overlay
 from crib.rootfs.overlay import Rootfs
 from crib.runtime import conmon, exits
 from crib.runtime.exits import Exit
-from crib.runtime.runc import ExecResult, InteractiveExec
+from crib.runtime.runc import ExecResult, InteractiveExec, sweep_execs
 from crib.state.pending import PendingNames
 from crib.state.records import ContainerRecord, Phase
 
@@ -324,6 +324,9 @@ class ContainerService:
                     continue
                 if rec.exited:
                     continue
+                if killed := sweep_execs(lay.bundle(rec.id), rec.pid):
+                    log.event(_log, 30, "killed exec'd commands whose session ended with the last daemon",
+                              container=rec.id, commands=killed)
                 found = exits.read_exit(lay.exits, rec.id)
                 if found is not None:
                     self.on_exit(found)

@@ -268,6 +268,34 @@ async def _abort_exec(pid_file: Path, finish: asyncio.Future[proc.Result]) -> No
         finish.cancel()  # finish() kills and reaps runc when cancelled
 
 
+def sweep_execs(bundle: Path, container_pid: int) -> int:
+    """Kill exec'd commands a dead daemon left running in a container, and remove their files.
+
+    An exec's command is a child of runc, itself the daemon's child: when the daemon dies without ending
+    its sessions (SIGKILL, OOM), such a command keeps running with nobody reading it. Its process.json
+    and pid file are still in the bundle. A pid that still runs in the container's mount namespace is
+    killed with its group; a recycled pid lives elsewhere and is left alone. Returns how many were killed.
+    """
+    killed = 0
+    try:
+        container_ns = os.stat(f"/proc/{container_pid}/ns/mnt").st_ino if container_pid > 0 else -1
+    except OSError:
+        container_ns = -1
+    for pid_file in bundle.glob("exec-*.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+            same = os.stat(f"/proc/{pid}/ns/mnt").st_ino == container_ns
+        except (OSError, ValueError):
+            same = False
+        if same:
+            _kill_exec(pid_file)
+            killed += 1
+    for leftover in (*bundle.glob("exec-*.pid"), *bundle.glob("exec-*.json")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+    return killed
+
+
 def _kill_exec(pid_file: Path) -> None:
     """SIGKILL an exec'd process that outlived its timeout, and its process group if it has its own."""
     try:
@@ -282,4 +310,4 @@ def _kill_exec(pid_file: Path) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-__all__ = ["ExecResult", "InteractiveExec", "Runc", "runtime_message"]
+__all__ = ["ExecResult", "InteractiveExec", "Runc", "runtime_message", "sweep_execs"]

@@ -12,7 +12,7 @@ from typing import Any
 import h11
 
 from crib.streaming import websocket as ws
-from crib.streaming._transport import ConnectionClosed
+from crib.streaming._transport import ConnectionClosed, switch
 
 MAX_HEAD = 64 * 1024
 
@@ -129,14 +129,6 @@ async def upgrade(url: str, *, websocket: bool, protocols: list[str], ssl_contex
     else:
         chosen = header(answer, "x-stream-protocol-version")
     return transport, chosen, leftover
-
-
-def switch(transport: asyncio.Transport, protocol: asyncio.Protocol, leftover: bytes) -> None:
-    transport.set_protocol(protocol)
-    protocol.connection_made(transport)
-    if leftover:
-        protocol.data_received(leftover)
-    transport.resume_reading()
 
 
 __all__ = ["UpgradeError", "switch", "upgrade"]

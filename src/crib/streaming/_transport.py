@@ -139,4 +139,13 @@ class TunnelTransport(asyncio.Transport):
             protocol.connection_lost(exc)
 
 
-__all__ = ["HIGH_WATER", "LOW_WATER", "Backpressure", "ConnectionClosed", "TunnelTransport"]
+def switch(transport: asyncio.Transport, protocol: asyncio.Protocol, leftover: bytes) -> None:
+    """Hand an upgraded connection (reading paused) to its new protocol, with the bytes already read."""
+    transport.set_protocol(protocol)
+    protocol.connection_made(transport)
+    if leftover:
+        protocol.data_received(leftover)
+    transport.resume_reading()
+
+
+__all__ = ["HIGH_WATER", "LOW_WATER", "Backpressure", "ConnectionClosed", "TunnelTransport", "switch"]

@@ -14,22 +14,16 @@ byte either way; the caller then closes the connection.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from crib.streaming import portforward, remotecommand
 from crib.streaming import websocket as ws
 from crib.streaming.backend import AttachRequest, Backend, ExecRequest, PortForwardRequest
 from crib.streaming.channels import Channels
+from crib.streaming.sessions import Limits
 from crib.streaming.spdyconn import SpdyConnection, SpdyStream
 from crib.streaming.wsconn import WebSocketConnection
 
 STDIN, STDOUT, STDERR, ERROR, RESIZE = range(5)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Limits:
-    creation_timeout: float
-    idle_timeout: float
 
 
 async def ended(conn: SpdyConnection | WebSocketConnection, idle_timeout: float) -> None:

@@ -14,12 +14,21 @@ import collections
 import secrets
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from crib.errors import ResourceExhausted
 from crib.streaming.backend import Kind, StreamRequest
 
 MAX_TOKENS = 1000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """The [stream] timeouts, in seconds (idle_timeout inf = never)."""
+
+    creation_timeout: float
+    idle_timeout: float
 
 
 class TokenCache:
@@ -103,4 +112,4 @@ class Sessions:
             await asyncio.wait(tasks, timeout=grace)
 
 
-__all__ = ["MAX_TOKENS", "Sessions", "TokenCache"]
+__all__ = ["MAX_TOKENS", "Limits", "Sessions", "TokenCache"]

@@ -1,0 +1,250 @@
+"""Streaming benchmark, crib vs containerd (CRI plugin): exec round trips, exec stdout throughput, port
+forward throughput and connections per second, all through the streaming URLs and one client.
+
+    .venv/bin/python -m bench streaming [--round-trips 50] [--runs 5] [--mib 256] [--connections 300]
+                                        [--transport spdy|websocket] [--json FILE]
+
+Both runtimes run side by side, each with its own CNI bridge network of the same shape and the busybox
+image from a private registry (the set-up of bench/runtime.py). In one pod per runtime run a `sleep`
+container (exec target) and busybox `httpd` serving a file of --mib MiB (port forward target). Every
+measurement asks the runtime for a URL over CRI (Exec / PortForward, the same generated stubs) and talks
+to that URL with crib.streaming.client, the same code for both runtimes, SPDY by default (what kubelet
+and kubectl send to a runtime); runs alternate crib and containerd.
+
+    (a) exec round trip: Exec `true` (non-TTY, stdout+stderr) -> connect -> streams -> exit status; p50/p95
+    (b) exec stdout: `head -c <mib>M /dev/zero`, read to the end; MiB/s (median of --runs)
+    (c) port forward, one connection: HTTP GET of the <mib> MiB file through one forwarded connection; MiB/s
+    (d) port forward connections/s: --connections GETs of a small page, 10 at a time, over one session
+
+Alongside: the crib daemon's peak RSS while (b) and (c) run (bounded buffers: it must not grow with the
+size of the transfer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python bench/streaming.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import harness
+from bench.runtime import PAUSE, TAG, Runtime
+from crib._proto.runtime.v1 import api_pb2 as api
+from crib.streaming import client
+from tests.fixtures import images as img
+from tests.fixtures.cni import Testbed
+from tests.fixtures.containerd import Containerd
+from tests.fixtures.daemon import CribDaemon
+from tests.fixtures.oci import ImageConfig, build_image
+from tests.fixtures.registry import LocalRegistry
+
+HTTP_PORT = 8080
+
+
+class Target:
+    """One runtime's pod, exec container and web server."""
+
+    def __init__(self, runtime: Runtime, mib: int) -> None:
+        self.r = runtime
+        self.sid, config = runtime.run_pod()
+        self.sleeper = runtime.create_start(self.sid, config, ["sleep", "100000"])
+        script = (f"mkdir -p /www && head -c {mib}M /dev/zero > /www/big && echo small-page > /www/small && "
+                  f"exec httpd -f -p {HTTP_PORT} -h /www")
+        self.web = runtime.create_start(self.sid, config, ["sh", "-c", script])
+        self.mib = mib
+
+    def exec_url(self, *cmd: str) -> str:
+        return str(self.r.rt.Exec(api.ExecRequest(container_id=self.sleeper, cmd=list(cmd), stdout=True,
+                                                  stderr=True), timeout=30).url)
+
+    def forward_url(self) -> str:
+        return str(self.r.rt.PortForward(api.PortForwardRequest(pod_sandbox_id=self.sid, port=[HTTP_PORT]),
+                                         timeout=30).url)
+
+
+async def round_trip(target: Target, transport: str) -> float:
+    started = time.perf_counter()
+    url = target.exec_url("true")
+    async with await client.RemoteCommand.connect(url, transport=transport) as rc:
+        _, _, code = await rc.collect()
+    if code != 0:
+        raise RuntimeError(f"{target.r.name}: exec true exited {code}")
+    return time.perf_counter() - started
+
+
+async def exec_stdout(target: Target, transport: str) -> float:
+    size = target.mib << 20
+    started = time.perf_counter()
+    url = target.exec_url("head", "-c", str(size), "/dev/zero")
+    got = 0
+    async with await client.RemoteCommand.connect(url, transport=transport) as rc:
+        while chunk := await rc.read_stdout():
+            got += len(chunk)
+        await rc.wait()
+    elapsed = time.perf_counter() - started
+    if got != size:
+        raise RuntimeError(f"{target.r.name}: {got} bytes of {size}")
+    return target.mib / elapsed
+
+
+async def _get(pf: client.PortForward, path: str) -> bytes:
+    conn = await pf.open(HTTP_PORT)
+    await conn.write(f"GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n".encode())
+    body = await conn.read_all()
+    await conn.close()
+    return body
+
+
+async def forward_throughput(target: Target, transport: str) -> float:
+    started = time.perf_counter()
+    async with await client.PortForward.connect(target.forward_url(), transport=transport) as pf:
+        conn = await pf.open(HTTP_PORT)
+        await conn.write(b"GET /big HTTP/1.0\r\nHost: pod\r\n\r\n")
+        got = 0
+        while chunk := await conn.read():
+            got += len(chunk)
+        await conn.close()
+    elapsed = time.perf_counter() - started
+    if got < target.mib << 20:
+        raise RuntimeError(f"{target.r.name}: port forward got {got} bytes ({conn.error})")
+    return target.mib / elapsed
+
+
+async def forward_connections(target: Target, transport: str, count: int, parallel: int = 10) -> float:
+    async with await client.PortForward.connect(target.forward_url(), transport=transport) as pf:
+        assert (await _get(pf, "/small")).endswith(b"small-page\n")
+        gate = asyncio.Semaphore(parallel)
+
+        async def one() -> None:
+            async with gate:
+                body = await _get(pf, "/small")
+                if not body.endswith(b"small-page\n"):
+                    raise RuntimeError(f"{target.r.name}: bad answer {body[:200]!r}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(count)))
+        return count / (time.perf_counter() - started)
+
+
+def alternate(targets: list[Target], rounds: int, measure: Any, *args: Any,
+              rss: dict[str, int] | None = None) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {t.r.name: [] for t in targets}
+    for i in range(rounds):
+        for t in targets if i % 2 == 0 else list(reversed(targets)):
+            if rss is not None and t.r.name == "crib":
+                with harness.PeakRss(t.r.daemon.proc.pid) as peak:
+                    out[t.r.name].append(asyncio.run(measure(t, *args)))
+                rss["crib"] = max(rss.get("crib", 0), peak.peak_kb)
+            else:
+                out[t.r.name].append(asyncio.run(measure(t, *args)))
+    return out
+
+
+def summarize_latency(title: str, times: dict[str, list[float]]) -> dict[str, Any]:
+    print(f"\n{title}")
+    out: dict[str, Any] = {}
+    for name, xs in times.items():
+        out[name] = {"p50_ms": harness.median(xs) * 1000, "p95_ms": harness.p95(xs) * 1000}
+        print(f"  {name:<12} p50 {out[name]['p50_ms']:7.1f} ms   p95 {out[name]['p95_ms']:7.1f} ms")
+    out["ratio_p50"] = out["crib"]["p50_ms"] / out["containerd"]["p50_ms"]
+    out["ratio_p95"] = out["crib"]["p95_ms"] / out["containerd"]["p95_ms"]
+    print(f"  ratio crib/containerd: p50 {out['ratio_p50']:.2f}, p95 {out['ratio_p95']:.2f} "
+          "(lower is better)")
+    return out
+
+
+def summarize_rate(title: str, unit: str, rates: dict[str, list[float]]) -> dict[str, Any]:
+    print(f"\n{title}")
+    out: dict[str, Any] = {}
+    for name, xs in rates.items():
+        out[name] = {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": xs}
+        print(f"  {name:<12} median {out[name]['median']:8.1f} {unit}   "
+              f"(min {min(xs):.1f}, max {max(xs):.1f})")
+    out["ratio"] = out["crib"]["median"] / out["containerd"]["median"]
+    print(f"  ratio crib/containerd: {out['ratio']:.2f} (higher is better)")
+    return out
+
+
+def run_all(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
+    transport = args.transport
+    results: dict[str, Any] = {"transport": transport}
+    rss: dict[str, int] = {}
+    alternate(targets, 4, round_trip, transport)  # warm-up: page cache, first connections
+    results["a_exec_round_trip"] = summarize_latency(
+        f"(a) exec round trip, `true` ({transport})",
+        alternate(targets, args.round_trips, round_trip, transport))
+    results["b_exec_stdout"] = summarize_rate(
+        f"(b) exec stdout, {args.mib} MiB ({transport})", "MiB/s",
+        alternate(targets, args.runs, exec_stdout, transport, rss=rss))
+    results["c_forward_throughput"] = summarize_rate(
+        f"(c) port forward, one connection, {args.mib} MiB ({transport})", "MiB/s",
+        alternate(targets, args.runs, forward_throughput, transport, rss=rss))
+    results["d_forward_connections"] = summarize_rate(
+        f"(d) port forward, {args.connections} connections, 10 at a time ({transport})", "conn/s",
+        alternate(targets, args.runs, forward_connections, transport, args.connections))
+    results["crib_peak_rss_mib"] = rss.get("crib", 0) / 1024
+    print(f"\ncrib daemon peak RSS during (b) and (c): {results['crib_peak_rss_mib']:.1f} MiB")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench streaming", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--round-trips", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--connections", type=int, default=300)
+    parser.add_argument("--transport", choices=("spdy", "websocket"), default="spdy")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="crib-bench-stream-") as tmp:
+        base = Path(tmp)
+        beds = {name: Testbed(base / f"cni-{name}", TAG) for name in ("crib", "containerd")}
+        for bed in beds.values():
+            bed.write_conflist()
+        pause_image = build_image([img.busybox_layer().build()], platform=img.host_platform(),
+                                  spec=ImageConfig(entrypoint=("sleep",), cmd=("infinity",)))
+        with LocalRegistry(base / "registry") as registry:
+            catalogue = img.seed(registry, {img.BUSYBOX: img.catalogue_artifacts()[img.BUSYBOX],
+                                            PAUSE: pause_image})
+            busybox = catalogue.reference(img.BUSYBOX)
+            crib = CribDaemon(base / "crib", {"log_level": "warning", "image": {
+                "registries_conf": str(base / "none.conf")}, "network": beds["crib"].network_config()})
+            crib.extra_args = ["--log-level", "warning"]
+            ctrd = Containerd(base / "containerd", cni_conf_dir=str(beds["containerd"].conf_dir),
+                              mirrors={registry.host: registry.url}, sandbox_image=catalogue.reference(PAUSE))
+            try:
+                crib.start()
+                ctrd.start()
+                for daemon in (crib, ctrd):
+                    for ref in (busybox, catalogue.reference(PAUSE)):
+                        request = api.PullImageRequest(image=api.ImageSpec(image=ref))
+                        daemon.images.PullImage(request, timeout=120)
+                runtimes = [Runtime("crib", crib, "conmon", busybox),
+                            Runtime("containerd", ctrd, "containerd-shim-runc-v2", busybox)]
+                targets = [Target(r, args.mib) for r in runtimes]
+                time.sleep(2)  # httpd up, the big file written
+                print(f"runtimes up; transport {args.transport}", flush=True)
+                results = run_all(targets, args)
+                for t in targets:
+                    t.r.remove_pod(t.sid)
+            finally:
+                ctrd.stop()
+                crib.stop()
+                harness.remove_cgroups(TAG)
+                for bed in beds.values():
+                    bed.cleanup()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
