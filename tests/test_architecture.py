@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "crib"
 LAYERS: dict[str, int] = {
     "config": 0, "errors": 0, "ids": 0, "log": 0, "_proto": 0, "failpoints": 0, "lazy": 0,
     "system": 1, "proc": 1,
-    "oci": 2, "runtime": 2, "network": 2, "rootfs": 2, "state": 2,
+    "oci": 2, "runtime": 2, "network": 2, "rootfs": 2, "state": 2, "metrics": 2,
     "sandbox": 3, "containers": 3, "images": 3, "streaming": 3,
     "cri": 4, "cli": 4,
     "testing": 5, "daemon": 5, "node": 5, "__main__": 5,

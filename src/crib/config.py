@@ -174,7 +174,19 @@ class StreamConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetricsConfig:
-    address: str = _doc("host:port of the Prometheus metrics endpoint; empty = off.", default="")
+    address: str = _doc("host:port of the Prometheus metrics endpoint (\":9090\" = every interface); empty = "
+                        "off.", default="")
+    tls_cert: str = _doc("PEM certificate the metrics endpoint serves HTTPS with; empty = plain HTTP.",
+                         default="")
+    tls_key: str = _doc("PEM private key of tls_cert.", default="")
+    tls_ca: str = _doc("PEM CA bundle; when set, scrapers must present a client certificate it signed.",
+                       default="")
+    container_metrics: bool = _doc(
+        "Also expose cAdvisor's container_* families of every running pod and container at the endpoint.",
+        default=True)
+    max_age: Duration = _doc(
+        "A pod's or container's reading (cgroup, network, writable layer) younger than this is reused by "
+        "stats, CRI metrics, `crib top` and scrapes; \"0\" = read on every call.", default=Duration(1.0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -367,6 +379,17 @@ def _validate(cfg: Config, sources: str) -> None:
         fail(f"image.max_concurrent_downloads {cfg.image.max_concurrent_downloads} must be at least 1")
     if cfg.image.max_layer_bytes < 0:
         fail(f"image.max_layer_bytes {cfg.image.max_layer_bytes} must be 0 (no limit) or positive")
+    if cfg.metrics.address:
+        try:
+            split_address(cfg.metrics.address)
+        except ValueError as exc:
+            fail(f"metrics.address: {exc}")
+    if bool(cfg.metrics.tls_cert) != bool(cfg.metrics.tls_key):
+        fail("metrics.tls_cert and metrics.tls_key must be set together")
+    if cfg.metrics.tls_ca and not cfg.metrics.tls_cert:
+        fail("metrics.tls_ca (client certificates) needs metrics.tls_cert and metrics.tls_key too")
+    if cfg.metrics.max_age < 0:
+        fail("metrics.max_age must be 0 or more")
     if not 0 <= cfg.stream.port <= 65535:
         fail(f"stream.port {cfg.stream.port} must be between 0 and 65535")
     if bool(cfg.stream.tls_cert) != bool(cfg.stream.tls_key):
@@ -375,6 +398,18 @@ def _validate(cfg: Config, sources: str) -> None:
         fail("stream.tls_ca needs stream.tls_cert and stream.tls_key: client certificates need TLS")
     if cfg.stream.creation_timeout <= 0:
         fail("stream.creation_timeout must be more than 0")
+
+
+def split_address(address: str) -> tuple[str | None, int]:
+    """(host, or None for every interface; port) of "host:port", "[v6]:port" or ":port".
+
+    Raises:
+        ValueError: not of that form, or the port is out of range.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{address!r} must be host:port, e.g. \"127.0.0.1:9090\" or \":9090\"")
+    return (host.strip("[]") or None), int(port)
 
 
 def load(
@@ -498,5 +533,6 @@ __all__ = [
     "default",
     "load",
     "render_toml",
+    "split_address",
     "to_dict",
 ]

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import Any
 
 from crib import __version__, log
 from crib.config import Config
@@ -179,6 +180,11 @@ async def _serve_grpc(cfg: Config, health: Health, network: CNIManager, images: 
     finally:
         os.umask(old_umask)
     os.chmod(sock, SOCKET_MODE)
+    try:
+        endpoint = await _start_metrics(cfg, node)
+    except BaseException:
+        await server.stop(grace=0)
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -188,6 +194,8 @@ async def _serve_grpc(cfg: Config, health: Health, network: CNIManager, images: 
     try:
         await stop.wait()
         log.event(_log, 20, "shutting down", grace_s=SHUTDOWN_GRACE_SECONDS)
+        if endpoint is not None:
+            await endpoint.stop()
         await server.stop(grace=SHUTDOWN_GRACE_SECONDS)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -195,6 +203,31 @@ async def _serve_grpc(cfg: Config, health: Health, network: CNIManager, images: 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock)
     _log.info("crib daemon stopped")
+
+
+async def _start_metrics(cfg: Config, node: Node) -> Any:
+    """The Prometheus endpoint when `[metrics] address` is set (None otherwise).
+
+    Imported here, not at the top: prometheus_client is memory an idle daemon without metrics never pays.
+    """
+    m = cfg.metrics
+    if not m.address:
+        return None
+    from crib.metrics.endpoint import Endpoint, tls_context
+    from crib.metrics.scrape import Scraper
+
+    reader = node.containers.deps.sampler.reader
+    try:
+        scraper = Scraper(pods=lambda: list(node.store.sandboxes.values()),
+                          containers=lambda: list(node.store.containers.values()),
+                          readings=node.containers.metric_readings if m.container_metrics else None,
+                          psi=reader.psi, hugetlb=reader.hugetlb)
+        endpoint = Endpoint(m.address, scraper.render, scraper.content_type,
+                            tls_context(m.tls_cert, m.tls_key, m.tls_ca))
+        await endpoint.start()
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from exc
+    return endpoint
 
 
 def run(cfg: Config) -> int:

@@ -16,6 +16,7 @@ from crib import log
 from crib.config import Config
 from crib.containers import ContainerDeps, ContainerService, EventBus, ImageSource
 from crib.containers.hostfacts import probe
+from crib.metrics import Sampler, ops
 from crib.network import PodNetwork
 from crib.runtime import handlers
 from crib.runtime.conmon import Monitor
@@ -105,10 +106,12 @@ async def build_node(cfg: Config, db: Database, network: PodNetwork, images: Ima
     sandboxes = SandboxService(deps)
     containers = ContainerService(ContainerDeps(
         cfg=cfg, layout=layout, store=store, cgroups=cgroups, monitor=monitor, runcs=runcs, locks=locks,
-        images=images, host=host, sandboxes=sandboxes, events=EventBus()))
+        images=images, host=host, sandboxes=sandboxes, events=EventBus(),
+        sampler=Sampler(cgroups=cgroups, layout=layout, max_age=float(cfg.metrics.max_age))))
     deps.containers = containers
     await containers.restore()
     await sandboxes.restore()
+    ops.COUNTERS.restored += len(store.sandboxes) + len(store.containers)
 
     def on_exit(found: Exit) -> None:
         if found.cid in store.containers:

@@ -1,4 +1,4 @@
-"""Pod and container records in SQLite, and cgroup counters read from a fake cgroupfs tree."""
+"""Pod and container records in SQLite, and pod cgroups made in a fake cgroupfs tree."""
 
 from __future__ import annotations
 
@@ -54,36 +54,6 @@ def _v1(tmp_path: Path) -> Cgroups:
     cg._lock = threading.Lock()
     cg.hierarchies = {c: tmp_path / c for c in ("cpuacct", "memory", "pids", "cpu")}
     return cg
-
-
-def test_v1_usage_is_read_from_the_controllers(tmp_path: Path) -> None:
-    cg = _v1(tmp_path)
-    for ctrl, files in {"cpuacct": {"cpuacct.usage": "123456789"},
-                        "memory": {"memory.usage_in_bytes": "1000000", "memory.limit_in_bytes": "4000000",
-                                   "memory.stat": "total_inactive_file 250000\ntotal_rss 600000\n"
-                                                  "total_pgfault 42\ntotal_pgmajfault 2\n"},
-                        "pids": {"pids.current": "3"}}.items():
-        d = tmp_path / ctrl / "pod" / "c"
-        d.mkdir(parents=True)
-        for name, text in files.items():
-            (d / name).write_text(text)
-    u = cg.usage("/pod/c")
-    assert (u.cpu_ns, u.memory_usage) == (123456789, 1000000)
-    assert (u.memory_working_set, u.memory_rss) == (750000, 600000)
-    assert (u.memory_available, u.page_faults, u.major_page_faults, u.pids) == (3250000, 42, 2, 3)
-
-
-def test_v2_usage_converts_microseconds_and_reads_anon(tmp_path: Path) -> None:
-    cg = Cgroups.__new__(Cgroups)
-    cg.v2, cg.hierarchies = True, {"": tmp_path}
-    d = tmp_path / "pod"
-    d.mkdir()
-    (d / "cpu.stat").write_text("usage_usec 1500\nuser_usec 1000\n")
-    (d / "memory.current").write_text("2000\n")
-    (d / "memory.max").write_text("max\n")
-    (d / "memory.stat").write_text("anon 700\ninactive_file 500\npgfault 9\npgmajfault 1\n")
-    u = cg.usage("/pod")
-    assert (u.cpu_ns, u.memory_working_set, u.memory_rss, u.memory_available) == (1500000, 1500, 700, None)
 
 
 def test_ensure_creates_missing_levels_and_remove_created_undoes_exactly_that(tmp_path: Path) -> None:

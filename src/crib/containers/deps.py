@@ -8,6 +8,7 @@ from pathlib import Path
 
 from crib.config import Config
 from crib.containers.events import EventBus
+from crib.metrics import Sampler
 from crib.oci import HostFacts
 from crib.runtime.conmon import Monitor
 from crib.runtime.layout import Layout
@@ -42,6 +43,7 @@ class ContainerDeps:
     host: HostFacts
     sandboxes: SandboxService
     events: EventBus
+    sampler: Sampler
 
 
 __all__ = ["ContainerDeps", "ImageSource"]

@@ -18,19 +18,19 @@ from typing import Any, TypeVar
 from crib import ids, log
 from crib.containers import create as create_mod
 from crib.containers import exec as exec_mod
-from crib.containers import idmapped, imagevols
+from crib.containers import idmapped, imagevols, usage
 from crib.containers.deps import ContainerDeps
 from crib.containers.events import ContainerEvent, EventKind
 from crib.containers.stop import terminate
-from crib.containers.usage import ContainerUsage, PodUsage, container_usage, pod_usage
 from crib.errors import FailedPrecondition, InvalidArgument, NotFound
+from crib.metrics import ContainerReading, PodReading
 from crib.rootfs import overlay
 from crib.rootfs.overlay import Rootfs
 from crib.runtime import conmon, exits
 from crib.runtime.exits import Exit
 from crib.runtime.runc import ExecResult, InteractiveExec, sweep_execs
 from crib.state.pending import PendingNames
-from crib.state.records import ContainerRecord, Phase
+from crib.state.records import ContainerRecord, Phase, SandboxRecord
 
 _log = log.get(__name__)
 T = TypeVar("T")
@@ -293,22 +293,15 @@ class ContainerService:
     async def reopen_log(self, container_id: str) -> None:
         await exec_mod.reopen_log(self.deps, self.get(container_id))
 
-    async def stats(self, recs: list[ContainerRecord]) -> list[ContainerUsage]:
-        return await asyncio.to_thread(
-            lambda: [container_usage(self.deps.layout, self.deps.cgroups, r) for r in recs])
+    async def stats(self, recs: list[ContainerRecord]) -> list[ContainerReading]:
+        return await usage.container_stats(self.deps.sampler, recs)
 
-    async def pod_stats(self, sandbox_ids: list[str]) -> list[PodUsage]:
-        def collect() -> list[PodUsage]:
-            out = []
-            for sid in sandbox_ids:
-                sandbox = self.deps.store.sandboxes.get(sid)
-                if sandbox is not None:
-                    out.append(pod_usage(self.deps.layout, self.deps.cgroups, sandbox,
-                                         [c for c in self.deps.store.containers_of(sid)
-                                          if c.phase is Phase.CREATED]))
-            return out
+    async def pod_stats(self, sandboxes: list[SandboxRecord]) -> list[PodReading]:
+        return await usage.pod_stats(self.deps.sampler, self.deps.store, sandboxes)
 
-        return await asyncio.to_thread(collect)
+    async def metric_readings(self) -> list[PodReading]:
+        """Readings for ListPodSandboxMetrics and the Prometheus scrape (ready pods, live containers)."""
+        return await usage.metric_readings(self.deps.sampler, self.deps.store)
 
     # ----------------------------------------------------------------------------------------- restore
 

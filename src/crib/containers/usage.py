@@ -1,86 +1,46 @@
-"""Container and pod resource usage, from cgroups and the writable layer (ContainerStats, PodSandboxStats)."""
+"""Which pods and containers a stats or metrics call reads; the reading itself is metrics.Sampler's.
+
+Stats (ContainerStats, PodSandboxStats and their List/Stream forms), CRI metrics, the Prometheus scrape
+and `crib top` all read through the one Sampler of the node, so a figure they share is read once per
+`[metrics] max_age` whoever asks first.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from pathlib import Path
+import asyncio
 
-from crib.rootfs import overlay
-from crib.rootfs.overlay import Rootfs
-from crib.runtime.layout import Layout
-from crib.state.records import ContainerRecord, SandboxRecord
-from crib.system.cgroups import Cgroups, Usage
+from crib.metrics import ContainerReading, PodReading, Sampler
+from crib.state.records import ContainerRecord, Phase, SandboxRecord
+from crib.state.store import RuntimeStore
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ContainerUsage:
-    container: ContainerRecord
-    cgroup: Usage
-    fs_timestamp_ns: int
-    fs_mountpoint: str
-    fs_bytes: int
-    fs_inodes: int
+def _created(store: RuntimeStore, sandbox_id: str) -> list[ContainerRecord]:
+    return [c for c in store.containers_of(sandbox_id) if c.phase is Phase.CREATED]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InterfaceUsage:
-    name: str
-    rx_bytes: int
-    rx_errors: int
-    tx_bytes: int
-    tx_errors: int
+async def container_stats(sampler: Sampler, recs: list[ContainerRecord]) -> list[ContainerReading]:
+    """Readings of the given containers (an exited one reads with an empty cgroup)."""
+    if not recs:
+        return []
+    return await asyncio.to_thread(sampler.containers, recs)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PodUsage:
-    sandbox: SandboxRecord
-    cgroup: Usage
-    containers: tuple[ContainerUsage, ...]
-    processes: int
-    interfaces: tuple[InterfaceUsage, ...]
-    network_timestamp_ns: int
+async def pod_stats(sampler: Sampler, store: RuntimeStore,
+                    sandboxes: list[SandboxRecord]) -> list[PodReading]:
+    """Readings of pods (ready or not) with every container of each that finished being created."""
+    if not sandboxes:
+        return []
+    pods = [(s, _created(store, s.id)) for s in sandboxes]
+    return await asyncio.to_thread(sampler.pods, pods)
 
 
-def container_usage(layout: Layout, cgroups: Cgroups, rec: ContainerRecord) -> ContainerUsage:
-    """Counters of one container; blocking (walks the writable layer), run it in a thread."""
-    fs = Rootfs(data=layout.container_data(rec.id), target=layout.bundle(rec.id) / "rootfs")
-    used, inodes = overlay.usage(fs)
-    if rec.running and rec.cgroup_path:
-        cg = cgroups.usage(rec.cgroup_path)
-    else:
-        cg = Usage(timestamp_ns=time.time_ns())
-    return ContainerUsage(container=rec, cgroup=cg, fs_timestamp_ns=time.time_ns(),
-                          fs_mountpoint=str(layout.root / "containers"), fs_bytes=used, fs_inodes=inodes)
+async def metric_readings(sampler: Sampler, store: RuntimeStore) -> list[PodReading]:
+    """What the metrics show: ready pods, with their containers that have a cgroup (created or running)."""
+    pods = [(s, [c for c in _created(store, s.id) if not c.exited])
+            for s in sorted(store.sandboxes.values(), key=lambda r: r.created_at) if s.ready]
+    if not pods:
+        return []
+    return await asyncio.to_thread(sampler.pods, pods)
 
 
-def net_dev(pid: int) -> tuple[InterfaceUsage, ...]:
-    """Interfaces of the network namespace pid lives in (/proc/<pid>/net/dev), loopback left out."""
-    try:
-        lines = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
-    except OSError:
-        return ()
-    out = []
-    for line in lines:
-        name, _, rest = line.partition(":")
-        fields = rest.split()
-        if len(fields) < 16 or name.strip() == "lo":
-            continue
-        out.append(InterfaceUsage(name=name.strip(), rx_bytes=int(fields[0]), rx_errors=int(fields[2]),
-                                  tx_bytes=int(fields[8]), tx_errors=int(fields[10])))
-    return tuple(out)
-
-
-def pod_usage(layout: Layout, cgroups: Cgroups, sandbox: SandboxRecord,
-              containers: list[ContainerRecord]) -> PodUsage:
-    """Counters of a pod: its cgroup parent (children included), its containers, its interfaces."""
-    per = tuple(container_usage(layout, cgroups, c) for c in containers)
-    pids = [c.pid for c in containers if c.running and c.pid > 0] + ([sandbox.infra_pid] if sandbox.infra_pid
-                                                                       else [])
-    interfaces = net_dev(pids[0]) if pids and sandbox.network_mode != "node" else ()
-    return PodUsage(sandbox=sandbox, cgroup=cgroups.usage(sandbox.cgroup_parent), containers=per,
-                    processes=sum(c.cgroup.pids or 0 for c in per), interfaces=interfaces,
-                    network_timestamp_ns=time.time_ns())
-
-
-__all__ = ["ContainerUsage", "InterfaceUsage", "PodUsage", "container_usage", "net_dev", "pod_usage"]
+__all__ = ["container_stats", "metric_readings", "pod_stats"]

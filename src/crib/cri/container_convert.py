@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from crib._proto.runtime.v1 import api_pb2 as api
-from crib.containers import ContainerEvent, ContainerUsage, EventKind, PodUsage, state_of
+from crib.containers import ContainerEvent, EventKind, state_of
 from crib.cri import sandbox_convert, wire
 from crib.state.records import ContainerRecord, MountRecord
 
@@ -113,54 +113,6 @@ def verbose_info(rec: ContainerRecord, bundle: Path) -> dict[str, str]:
     return {"info": json.dumps(info, sort_keys=True)}
 
 
-# --------------------------------------------------------------------------------------------------- stats
-
-
-def _u(value: int | None) -> api.UInt64Value | None:
-    return None if value is None else api.UInt64Value(value=max(0, value))
-
-
-def container_stats(u: ContainerUsage) -> api.ContainerStats:
-    rec, cg = u.container, u.cgroup
-    return api.ContainerStats(
-        attributes=api.ContainerAttributes(id=rec.id, metadata=_meta(rec), labels=rec.labels,
-                                           annotations=rec.annotations),
-        cpu=api.CpuUsage(timestamp=cg.timestamp_ns, usage_core_nano_seconds=_u(cg.cpu_ns)),
-        memory=api.MemoryUsage(timestamp=cg.timestamp_ns, working_set_bytes=_u(cg.memory_working_set),
-                               available_bytes=_u(cg.memory_available), usage_bytes=_u(cg.memory_usage),
-                               rss_bytes=_u(cg.memory_rss), page_faults=_u(cg.page_faults),
-                               major_page_faults=_u(cg.major_page_faults)),
-        writable_layer=api.FilesystemUsage(
-            timestamp=u.fs_timestamp_ns, fs_id=api.FilesystemIdentifier(mountpoint=u.fs_mountpoint),
-            used_bytes=_u(u.fs_bytes), inodes_used=_u(u.fs_inodes)))
-
-
-def pod_stats(u: PodUsage) -> api.PodSandboxStats:
-    rec, cg = u.sandbox, u.cgroup
-    interfaces = [api.NetworkInterfaceUsage(name=i.name, rx_bytes=_u(i.rx_bytes), rx_errors=_u(i.rx_errors),
-                                            tx_bytes=_u(i.tx_bytes), tx_errors=_u(i.tx_errors))
-                  for i in u.interfaces]
-    network = api.NetworkUsage(timestamp=u.network_timestamp_ns, interfaces=interfaces)
-    default = next((i for i in interfaces if i.name == "eth0"), interfaces[0] if interfaces else None)
-    if default is not None:
-        network.default_interface.CopyFrom(default)
-    meta = rec.meta
-    return api.PodSandboxStats(
-        attributes=api.PodSandboxAttributes(
-            id=rec.id, metadata=api.PodSandboxMetadata(name=meta.name, uid=meta.uid, namespace=meta.namespace,
-                                                       attempt=meta.attempt),
-            labels=rec.labels, annotations=rec.annotations),
-        linux=api.LinuxPodSandboxStats(
-            cpu=api.CpuUsage(timestamp=cg.timestamp_ns, usage_core_nano_seconds=_u(cg.cpu_ns)),
-            memory=api.MemoryUsage(timestamp=cg.timestamp_ns, working_set_bytes=_u(cg.memory_working_set),
-                                   available_bytes=_u(cg.memory_available), usage_bytes=_u(cg.memory_usage),
-                                   rss_bytes=_u(cg.memory_rss), page_faults=_u(cg.page_faults),
-                                   major_page_faults=_u(cg.major_page_faults)),
-            network=network,
-            process=api.ProcessUsage(timestamp=cg.timestamp_ns, process_count=_u(u.processes)),
-            containers=[container_stats(c) for c in u.containers]))
-
-
 def event(e: ContainerEvent) -> api.ContainerEventResponse:
     out = api.ContainerEventResponse(container_id=e.container.id, container_event_type=_EVENT[e.kind],
                                      created_at=e.at_ns,
@@ -170,5 +122,4 @@ def event(e: ContainerEvent) -> api.ContainerEventResponse:
     return out
 
 
-__all__ = ["container", "container_stats", "event", "list_response", "pod_stats", "state_filter", "status",
-           "status_response", "verbose_info"]
+__all__ = ["container", "event", "list_response", "state_filter", "status", "status_response", "verbose_info"]

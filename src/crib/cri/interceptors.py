@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from crib import errors, log
 from crib.cri.status import code_for
+from crib.metrics import ops
 
 _log = log.get(__name__)
 
@@ -85,13 +86,15 @@ class _Call:
 
     def done(self) -> None:
         code = self.code
+        elapsed = time.monotonic() - self.start
+        ops.OPERATIONS.record(self.method, code, elapsed)
         level = logging.INFO if code is grpc.StatusCode.OK else logging.WARNING
         if self.method in _QUIET and (code is grpc.StatusCode.OK or code is grpc.StatusCode.NOT_FOUND):
             level = logging.DEBUG
         if not _log.isEnabledFor(level):
             return
         log.event(_log, level, "rpc", method=self.method, **request_fields(self.request),
-                  code=code.name, duration_ms=round((time.monotonic() - self.start) * 1000, 3),
+                  code=code.name, duration_ms=round(elapsed * 1000, 3),
                   error=self.message or None)
 
 
@@ -99,7 +102,9 @@ class _Call:
 _QUIET = frozenset({
     "Version", "Status", "ListPodSandbox", "ListContainers", "ListImages", "ImageStatus", "ContainerStatus",
     "PodSandboxStatus", "ListContainerStats", "ListPodSandboxStats", "ImageFsInfo", "ContainerStats",
-    "PodSandboxStats", "ListPodSandboxMetrics", "ListMetricDescriptors",
+    "PodSandboxStats", "ListPodSandboxMetrics", "ListMetricDescriptors", "StreamPodSandboxes",
+    "StreamContainers", "StreamContainerStats", "StreamPodSandboxStats", "StreamPodSandboxMetrics",
+    "StreamImages",
 })
 
 

@@ -15,7 +15,8 @@ from crib._proto.runtime.v1 import api_pb2 as api
 from crib._proto.runtime.v1 import api_pb2_grpc
 from crib.config import Config
 from crib.containers import ContainerService
-from crib.cri import container_convert, sandbox_convert, validate
+from crib.cri import container_convert, metrics_convert, sandbox_convert, stats_convert, validate
+from crib.cri.chunks import chunked
 from crib.cri.server import fill_unimplemented
 from crib.errors import Unavailable
 from crib.network import NetworkAdmin, NoNetwork
@@ -118,28 +119,71 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
             info=sandbox_convert.verbose_info(rec) if request.verbose else {},
             timestamp=time.time_ns())
 
+    def _pods_of(self, f: api.PodSandboxFilter) -> list[Any]:
+        return self._pods.find(
+            id_prefix=f.id, ready=sandbox_convert.state_filter(f.state if f.HasField("state") else None),
+            labels=dict(f.label_selector))
+
     async def ListPodSandbox(self, request: api.ListPodSandboxRequest,
                              context: grpc.aio.ServicerContext) -> Any:
         f = request.filter
-        recs = self._pods.find(
-            id_prefix=f.id, ready=sandbox_convert.state_filter(f.state if f.HasField("state") else None),
-            labels=dict(f.label_selector))
         complete = not (f.id or f.HasField("state") or f.label_selector)
-        return sandbox_convert.list_response(recs, complete=complete)
+        return sandbox_convert.list_response(self._pods_of(f), complete=complete)
+
+    async def StreamPodSandboxes(self, request: api.StreamPodSandboxesRequest,
+                                 context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        for batch in chunked(sandbox_convert.pod(r) for r in self._pods_of(request.filter)):
+            yield api.StreamPodSandboxesResponse(pod_sandboxes=batch)
+
+    async def UpdatePodSandboxResources(self, request: api.UpdatePodSandboxResourcesRequest,
+                                        context: grpc.aio.ServicerContext) -> Any:
+        validate.update_pod_resources(request)
+        await self._pods.update_resources(request.pod_sandbox_id, request.resources, request.overhead)
+        return api.UpdatePodSandboxResourcesResponse()
 
     async def PodSandboxStats(self, request: api.PodSandboxStatsRequest,
                               context: grpc.aio.ServicerContext) -> Any:
         validate.sandbox_id(request.pod_sandbox_id)
-        rec = self._pods.get(request.pod_sandbox_id)
-        (usage,) = await self._containers.pod_stats([rec.id])
-        return api.PodSandboxStatsResponse(stats=container_convert.pod_stats(usage))
+        (reading,) = await self._containers.pod_stats([self._pods.get(request.pod_sandbox_id)])
+        return api.PodSandboxStatsResponse(stats=stats_convert.pod_stats(reading))
+
+    async def _pod_stats(self, f: api.PodSandboxStatsFilter) -> list[Any]:
+        recs = self._pods.find(id_prefix=f.id, labels=dict(f.label_selector))
+        readings = await self._containers.pod_stats(recs)
+        return [stats_convert.pod_stats(r) for r in readings]
 
     async def ListPodSandboxStats(self, request: api.ListPodSandboxStatsRequest,
                                   context: grpc.aio.ServicerContext) -> Any:
-        f = request.filter
-        recs = self._pods.find(id_prefix=f.id, labels=dict(f.label_selector))
-        usages = await self._containers.pod_stats([r.id for r in recs])
-        return api.ListPodSandboxStatsResponse(stats=[container_convert.pod_stats(u) for u in usages])
+        return api.ListPodSandboxStatsResponse(stats=await self._pod_stats(request.filter))
+
+    async def StreamPodSandboxStats(self, request: api.StreamPodSandboxStatsRequest,
+                                    context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        for batch in chunked(await self._pod_stats(request.filter)):
+            yield api.StreamPodSandboxStatsResponse(pod_sandbox_stats=batch)
+
+    # ---------------------------------------------------------------------------------------- metrics
+
+    @property
+    def _caps(self) -> dict[str, bool]:
+        reader = self._containers.deps.sampler.reader
+        return {"psi": reader.psi, "hugetlb": reader.hugetlb}
+
+    async def ListMetricDescriptors(self, request: api.ListMetricDescriptorsRequest,
+                                    context: grpc.aio.ServicerContext) -> Any:
+        return api.ListMetricDescriptorsResponse(descriptors=metrics_convert.descriptors(**self._caps))
+
+    async def _pod_metrics(self) -> list[Any]:
+        caps = self._caps
+        return [metrics_convert.pod_metrics(r, **caps) for r in await self._containers.metric_readings()]
+
+    async def ListPodSandboxMetrics(self, request: api.ListPodSandboxMetricsRequest,
+                                    context: grpc.aio.ServicerContext) -> Any:
+        return api.ListPodSandboxMetricsResponse(pod_metrics=await self._pod_metrics())
+
+    async def StreamPodSandboxMetrics(self, request: api.StreamPodSandboxMetricsRequest,
+                                      context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        for batch in chunked(await self._pod_metrics()):
+            yield api.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=batch)
 
     # ------------------------------------------------------------------------------------- containers
 
@@ -167,14 +211,21 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
         await self._containers.remove(request.container_id)
         return api.RemoveContainerResponse()
 
+    def _containers_of(self, f: api.ContainerFilter) -> list[Any]:
+        return self._containers.find(
+            id_prefix=f.id, sandbox_prefix=f.pod_sandbox_id, labels=dict(f.label_selector),
+            state=container_convert.state_filter(f.state if f.HasField("state") else None))
+
     async def ListContainers(self, request: api.ListContainersRequest,
                              context: grpc.aio.ServicerContext) -> Any:
         f = request.filter
-        recs = self._containers.find(
-            id_prefix=f.id, sandbox_prefix=f.pod_sandbox_id, labels=dict(f.label_selector),
-            state=container_convert.state_filter(f.state if f.HasField("state") else None))
         complete = not (f.id or f.pod_sandbox_id or f.HasField("state") or f.label_selector)
-        return container_convert.list_response(recs, complete=complete)
+        return container_convert.list_response(self._containers_of(f), complete=complete)
+
+    async def StreamContainers(self, request: api.StreamContainersRequest,
+                               context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        for batch in chunked(container_convert.container(r) for r in self._containers_of(request.filter)):
+            yield api.StreamContainersResponse(containers=batch)
 
     async def ContainerStatus(self, request: api.ContainerStatusRequest,
                               context: grpc.aio.ServicerContext) -> Any:
@@ -237,16 +288,22 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
     async def ContainerStats(self, request: api.ContainerStatsRequest,
                              context: grpc.aio.ServicerContext) -> Any:
         validate.container_id(request.container_id)
-        (usage,) = await self._containers.stats([self._containers.get(request.container_id)])
-        return api.ContainerStatsResponse(stats=container_convert.container_stats(usage))
+        (reading,) = await self._containers.stats([self._containers.get(request.container_id)])
+        return api.ContainerStatsResponse(stats=stats_convert.container_stats(reading))
+
+    async def _container_stats(self, f: api.ContainerStatsFilter) -> list[Any]:
+        recs = self._containers.find(id_prefix=f.id, sandbox_prefix=f.pod_sandbox_id,
+                                     labels=dict(f.label_selector))
+        return [stats_convert.container_stats(r) for r in await self._containers.stats(recs)]
 
     async def ListContainerStats(self, request: api.ListContainerStatsRequest,
                                  context: grpc.aio.ServicerContext) -> Any:
-        f = request.filter
-        recs = self._containers.find(id_prefix=f.id, sandbox_prefix=f.pod_sandbox_id,
-                                     labels=dict(f.label_selector))
-        usages = await self._containers.stats(recs)
-        return api.ListContainerStatsResponse(stats=[container_convert.container_stats(u) for u in usages])
+        return api.ListContainerStatsResponse(stats=await self._container_stats(request.filter))
+
+    async def StreamContainerStats(self, request: api.StreamContainerStatsRequest,
+                                   context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        for batch in chunked(await self._container_stats(request.filter)):
+            yield api.StreamContainerStatsResponse(container_stats=batch)
 
     async def GetContainerEvents(self, request: api.GetEventsRequest,
                                  context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:

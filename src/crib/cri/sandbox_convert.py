@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -71,6 +72,7 @@ def verbose_info(rec: SandboxRecord) -> dict[str, str]:
         "portMappings": [{"protocol": p.protocol, "containerPort": p.container_port, "hostPort": p.host_port,
                           "hostIp": p.host_ip} for p in rec.port_mappings],
         "createdAt": rec.created_at, "stoppedAt": rec.stopped_at,
+        "resources": dataclasses.asdict(rec.resources) if rec.resources is not None else None,
     }
     return {"info": json.dumps(info, sort_keys=True)}
 

@@ -82,5 +82,12 @@ def port_forward(request: Any) -> None:
             raise InvalidArgument(f"PortForward: port {port} is not between 1 and 65535")
 
 
+def update_pod_resources(request: Any) -> None:
+    _need(request.pod_sandbox_id, "pod_sandbox_id")
+    if not request.HasField("resources"):
+        raise InvalidArgument("UpdatePodSandboxResources: resources is missing; give the pod's new "
+                              "LinuxContainerResources (overhead is optional)")
+
+
 __all__ = ["attach", "container_id", "create_container", "exec_", "exec_sync", "port_forward",
-           "run_pod_sandbox", "sandbox_id"]
+           "run_pod_sandbox", "sandbox_id", "update_pod_resources"]

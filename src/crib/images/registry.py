@@ -31,6 +31,7 @@ from crib.errors import CribError, NotFound, PermissionDenied, Unauthenticated, 
 from crib.images.auth import Credentials, DockerConfig, parse_challenges, token_from_response
 from crib.images.manifest import ACCEPT
 from crib.images.registries_conf import Endpoint, is_loopback
+from crib.metrics import ops
 
 if TYPE_CHECKING:
     import httpx
@@ -404,6 +405,7 @@ class RegistrySession:
                                                 "manifest declares")
                         received += len(chunk)
                         progressed = True
+                        ops.COUNTERS.pulled_bytes(len(chunk))
                         if on_bytes is not None:
                             on_bytes(len(chunk))
                         await write(chunk)
@@ -440,6 +442,7 @@ async def _read_bounded(resp: httpx.Response, limit: int, what: str) -> bytes:
     total = 0
     async for chunk in resp.aiter_bytes():
         total += len(chunk)
+        ops.COUNTERS.pulled_bytes(len(chunk))
         if total > limit:
             raise RegistryError(f"{what}: the registry's answer is larger than {limit} bytes")
         chunks.append(chunk)

@@ -35,6 +35,7 @@ from crib.images.progress import PullProgress, run_with_watchdog
 from crib.images.pull import Puller
 from crib.images.registry import RegistryClient
 from crib.images.store import ImageStore
+from crib.metrics import ops
 from crib.state import Database
 from crib.state.records import ImageRecord
 
@@ -313,8 +314,16 @@ class ImageService:
         started = time.monotonic()
         log.event(_log, 20, "pulling image", ref=str(parsed), pod=pod or None,
                   auth=credentials.describe() if credentials else None)
-        record = await run_with_watchdog(puller.pull(parsed, credentials, progress), progress,
-                                         float(self._cfg.pull_progress_timeout), f"pull of {parsed}")
+        try:
+            record = await run_with_watchdog(puller.pull(parsed, credentials, progress), progress,
+                                             float(self._cfg.pull_progress_timeout), f"pull of {parsed}")
+        except asyncio.CancelledError:
+            ops.COUNTERS.image_pull("cancelled")
+            raise
+        except Exception:
+            ops.COUNTERS.image_pull("failure")
+            raise
+        ops.COUNTERS.image_pull("success")
         log.event(_log, 20, "pulled image", ref=str(parsed), id=record.id, size=record.size,
                   layers=len(record.layers), duration_s=round(time.monotonic() - started, 3))
         return record

@@ -8,11 +8,14 @@ cached ADD result) and drops `capabilities`. Every other key passes through unch
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from crib.errors import FailedPrecondition
+from crib.metrics import ops
 from crib.network import invoke
 from crib.network.cache import Attachment
 from crib.network.conf import NetworkConfigList, version_key
@@ -38,6 +41,16 @@ def request_conf(plugin: dict[str, Any], *, network: str, version: str, caps: di
     else:
         conf.pop("prevResult", None)
     return conf
+
+
+@contextlib.contextmanager
+def _timed(operation: str, network: str) -> Iterator[None]:
+    """Time one whole operation of a network (every plugin of the chain) for the metrics endpoint."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        ops.COUNTERS.cni_call(operation, network, time.monotonic() - start)
 
 
 def supports(version: str, command: str) -> bool:
@@ -77,16 +90,17 @@ class Chain:
             CNIPluginError, DeadlineExceeded, FailedPrecondition: the first failure; the rest did not run.
         """
         prev: dict[str, Any] | None = None
-        for plugin in conf.plugin_objects():
-            path = self.plugin_path(plugin["type"], conf.name)
-            stdin = request_conf(plugin, network=conf.name, version=version, caps=att.capability_args,
-                                 prev_result=prev)
-            result = await invoke.invoke(self._runner, path, command="ADD", env=self._env("ADD", att),
-                                         conf=stdin, network=conf.name, timeout=self._timeout)
-            assert result is not None  # invoke returns the decoded object for ADD
-            prev = result
-            if progress is not None:
-                await progress(result)
+        with _timed("ADD", conf.name):
+            for plugin in conf.plugin_objects():
+                path = self.plugin_path(plugin["type"], conf.name)
+                stdin = request_conf(plugin, network=conf.name, version=version, caps=att.capability_args,
+                                     prev_result=prev)
+                result = await invoke.invoke(self._runner, path, command="ADD", env=self._env("ADD", att),
+                                             conf=stdin, network=conf.name, timeout=self._timeout)
+                assert result is not None  # invoke returns the decoded object for ADD
+                prev = result
+                if progress is not None:
+                    await progress(result)
         if prev is None:  # pragma: no cover - parse() rejects empty plugin lists
             raise FailedPrecondition(f"network {conf.name!r} has no plugins")
         return prev
@@ -97,34 +111,37 @@ class Chain:
         Raises:
             CNIPluginError, DeadlineExceeded, FailedPrecondition: the first failure (spec: halt and report).
         """
-        for plugin in reversed(conf.plugin_objects()):
-            path = self.plugin_path(plugin["type"], conf.name)
-            stdin = request_conf(plugin, network=conf.name, version=version, caps=att.capability_args,
-                                 prev_result=att.result)
-            await invoke.invoke(self._runner, path, command="DEL", env=self._env("DEL", att), conf=stdin,
-                                network=conf.name, timeout=self._timeout)
+        with _timed("DEL", conf.name):
+            for plugin in reversed(conf.plugin_objects()):
+                path = self.plugin_path(plugin["type"], conf.name)
+                stdin = request_conf(plugin, network=conf.name, version=version, caps=att.capability_args,
+                                     prev_result=att.result)
+                await invoke.invoke(self._runner, path, command="DEL", env=self._env("DEL", att), conf=stdin,
+                                    network=conf.name, timeout=self._timeout)
 
     async def check(self, conf: NetworkConfigList, version: str, att: Attachment) -> None:
         """CHECK every plugin in order with the cached result (unless config or version rule it out)."""
         if conf.disable_check or not supports(version, "CHECK") or att.result is None:
             return
-        for plugin in conf.plugin_objects():
-            path = self.plugin_path(plugin["type"], conf.name)
-            stdin = request_conf(plugin, network=conf.name, version=version, caps=att.capability_args,
-                                 prev_result=att.result)
-            await invoke.invoke(self._runner, path, command="CHECK", env=self._env("CHECK", att), conf=stdin,
-                                network=conf.name, timeout=self._timeout)
+        with _timed("CHECK", conf.name):
+            for plugin in conf.plugin_objects():
+                path = self.plugin_path(plugin["type"], conf.name)
+                stdin = request_conf(plugin, network=conf.name, version=version, caps=att.capability_args,
+                                     prev_result=att.result)
+                await invoke.invoke(self._runner, path, command="CHECK", env=self._env("CHECK", att),
+                                    conf=stdin, network=conf.name, timeout=self._timeout)
 
     async def status(self, conf: NetworkConfigList, version: str) -> None:
         """STATUS of every plugin (1.1.0+); raises the first plugin's error."""
         if not supports(version, "STATUS"):
             return
         env = invoke.environment("STATUS", plugin_dirs=self._dirs)
-        for plugin in conf.plugin_objects():
-            path = self.plugin_path(plugin["type"], conf.name)
-            stdin = request_conf(plugin, network=conf.name, version=version, caps=None, prev_result=None)
-            await invoke.invoke(self._runner, path, command="STATUS", env=env, conf=stdin, network=conf.name,
-                                timeout=self._timeout)
+        with _timed("STATUS", conf.name):
+            for plugin in conf.plugin_objects():
+                path = self.plugin_path(plugin["type"], conf.name)
+                stdin = request_conf(plugin, network=conf.name, version=version, caps=None, prev_result=None)
+                await invoke.invoke(self._runner, path, command="STATUS", env=env, conf=stdin,
+                                    network=conf.name, timeout=self._timeout)
 
     async def gc(self, conf: NetworkConfigList, version: str,
                  valid: Sequence[tuple[str, str]]) -> list[Exception]:
@@ -134,15 +151,16 @@ class Chain:
         env = invoke.environment("GC", plugin_dirs=self._dirs)
         attachments = [{"containerID": cid, "ifname": ifname} for cid, ifname in valid]
         errors: list[Exception] = []
-        for plugin in conf.plugin_objects():
-            stdin = request_conf(plugin, network=conf.name, version=version, caps=None, prev_result=None)
-            stdin["cni.dev/valid-attachments"] = attachments
-            try:
-                path = self.plugin_path(plugin["type"], conf.name)
-                await invoke.invoke(self._runner, path, command="GC", env=env, conf=stdin, network=conf.name,
-                                    timeout=self._timeout)
-            except Exception as exc:  # spec: continue with the next plugin, report every error
-                errors.append(exc)
+        with _timed("GC", conf.name):
+            for plugin in conf.plugin_objects():
+                stdin = request_conf(plugin, network=conf.name, version=version, caps=None, prev_result=None)
+                stdin["cni.dev/valid-attachments"] = attachments
+                try:
+                    path = self.plugin_path(plugin["type"], conf.name)
+                    await invoke.invoke(self._runner, path, command="GC", env=env, conf=stdin,
+                                        network=conf.name, timeout=self._timeout)
+                except Exception as exc:  # spec: continue with the next plugin, report every error
+                    errors.append(exc)
         return errors
 
 

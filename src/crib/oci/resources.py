@@ -93,15 +93,17 @@ def _memory(res: api.LinuxContainerResources, where: str, host: HostFacts) -> di
     return memory
 
 
-def linux_resources(res: api.LinuxContainerResources, *, container: str, host: HostFacts) -> dict[str, Any]:
+def linux_resources(res: api.LinuxContainerResources, *, container: str, host: HostFacts,
+                    kind: str = "container") -> dict[str, Any]:
     """The linux.resources fields (cpu, memory, hugepageLimits, unified) of LinuxContainerResources.
 
-    Device rules and the pids limit are not included: they do not come from this message.
+    Device rules and the pids limit are not included: they do not come from this message. kind names what
+    the resources are for in messages (pods are sized with the same checks).
 
     Raises:
         InvalidArgument: a value the kernel or runc would refuse, naming the field.
     """
-    where = f"container {container!r}: resources"
+    where = f"{kind} {container!r}: resources"
     out: dict[str, Any] = {}
     cpu = _cpu(res, where)
     if cpu:

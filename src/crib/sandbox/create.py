@@ -35,7 +35,7 @@ from typing import Any
 from crib import failpoints, log
 from crib.errors import FailedPrecondition
 from crib.network import PodNetworkRequest, PortMapping
-from crib.sandbox import files, infra, policy
+from crib.sandbox import files, infra, policy, resources
 from crib.sandbox.deps import SandboxDeps
 from crib.sandbox.info import pod_root
 from crib.state.records import Phase, PodMeta, SandboxRecord
@@ -150,7 +150,11 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
         # Persisted at once: a daemon killed from here on must know which cgroups were its own.
         rec = deps.store.put_sandbox(dataclasses.replace(rec, cgroups_created=tuple(created)))
         if rec.cgroup_parent in created:  # a pod cgroup kubelet made is kubelet's to size
-            await asyncio.to_thread(_size_pod_cgroup, deps, rec.cgroup_parent, config.linux)
+            limits = resources.pod_limits(config.linux.resources, config.linux.overhead, pod=rec.meta.name,
+                                          host=deps.host)
+            if limits:
+                await asyncio.to_thread(resources.apply, deps, rec, limits)
+                rec = deps.store.put_sandbox(dataclasses.replace(rec, resources=resources.record_of(limits)))
         failpoints.hit("sandbox.cgroup")
 
         req = ns.PinRequest(net=None if rec.network_mode == "node" else lay.netns(sid),
@@ -229,15 +233,6 @@ async def _together(steps: list[Coroutine[Any, Any, Any]]) -> list[Any]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-def _size_pod_cgroup(deps: SandboxDeps, cgroup: str, linux: Any) -> None:
-    """The pod's limits (LinuxPodSandboxConfig.resources, plus the RuntimeClass overhead) on its cgroup."""
-    res, extra = linux.resources, linux.overhead
-    memory = res.memory_limit_in_bytes + extra.memory_limit_in_bytes if res.memory_limit_in_bytes > 0 else 0
-    quota = res.cpu_quota + max(extra.cpu_quota, 0) if res.cpu_quota > 0 else 0
-    deps.cgroups.set_limits(cgroup, memory=memory, cpu_shares=res.cpu_shares + extra.cpu_shares,
-                            cpu_quota=quota, cpu_period=res.cpu_period)
 
 
 def write_files(rec: SandboxRecord, rundir: Any) -> None:

@@ -18,7 +18,7 @@ from crib import ids, log
 from crib.errors import FailedPrecondition, InvalidArgument, NotFound
 from crib.network.dial import PodDialer
 from crib.sandbox import create as create_mod
-from crib.sandbox import policy, teardown
+from crib.sandbox import policy, resources, teardown
 from crib.sandbox.deps import SandboxDeps
 from crib.state.pending import PendingNames
 from crib.state.records import Phase, SandboxRecord
@@ -100,6 +100,15 @@ class SandboxService:
                 return
             await teardown.remove(self.deps, rec)
         log.event(_log, 20, "pod sandbox removed", pod=sid)
+
+    async def update_resources(self, sandbox_id: str, new: Any, overhead: Any) -> SandboxRecord:
+        """UpdatePodSandboxResources (in-place pod resize): see sandbox/resources.py."""
+        sid = self.resolve(sandbox_id)
+        assert sid is not None
+        async with self.deps.locks.hold(sid):
+            rec = await resources.update(self.deps, self.deps.store.sandboxes[sid], new, overhead)
+        log.event(_log, 20, "pod resources updated", pod=sid, applied=resources.owns_cgroup(rec))
+        return rec
 
     def on_infra_exit(self, sandbox_id: str) -> None:
         """The PID-namespace holder died: the pod can no longer start processes in it."""

@@ -140,6 +140,7 @@ class SandboxRecord:
     userns_path: str = ""  # pinned user namespace owning net/IPC/UTS; "" = the node's (hostUsers)
     uid_mappings: tuple[IDMap, ...] = ()
     gid_mappings: tuple[IDMap, ...] = ()
+    resources: ResourcesRecord | None = None  # the pod cgroup's limits (resources + overhead), as last set
 
     @property
     def ready(self) -> bool:

@@ -1,7 +1,8 @@
 """Cgroups, cgroupfs style: pod parents, placing conmon, and reading usage for stats.
 
 runc creates and removes each container's own cgroup; crib only manages a pod's parent (created when it
-does not exist, removed with the pod if crib created it) and reads counters. Both layouts are handled:
+does not exist, removed with the pod if crib created it) and sizes it; counters are system/cgstats.py's.
+Both layouts are handled:
 v1 (one hierarchy per controller, this host, with cgroup2 mounted beside it at /sys/fs/cgroup/unified
 and no controllers there) and v2 (one unified tree).
 
@@ -14,26 +15,16 @@ import contextlib
 import errno
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _CGROUP2_MAGIC = 0x63677270
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Usage:
-    """A snapshot of one cgroup's counters; None where the controller is not available."""
-
-    timestamp_ns: int
-    cpu_ns: int | None = None
-    memory_usage: int | None = None
-    memory_working_set: int | None = None
-    memory_rss: int | None = None
-    memory_available: int | None = None
-    page_faults: int | None = None
-    major_page_faults: int | None = None
-    pids: int | None = None
+class CgroupWriteError(OSError):
+    """The kernel refused a limit (the message names the file and the reason)."""
 
 
 def _mounts() -> list[tuple[str, str, str]]:
@@ -161,85 +152,91 @@ class Cgroups:
             target = base / cgroup.strip("/")
             (target / "cgroup.procs").write_text(str(pid))
 
-    def set_limits(self, cgroup: str, *, memory: int = 0, cpu_shares: int = 0, cpu_quota: int = 0,
-                   cpu_period: int = 0) -> None:
-        """Write a pod-level memory limit and CPU weight/quota (0 = leave as is) into cgroup."""
+    def write_limits(self, cgroup: str, resources: Mapping[str, Any]) -> None:
+        """Write OCI-style linux.resources (cpu, memory, hugepageLimits, unified) into a cgroup crib owns.
+
+        All or nothing: each file's old value is read first, and if the kernel refuses a write (a quota
+        below a child's, a cpuset a child still uses, a memory limit it cannot reclaim down to) the files
+        already written get their old values back before the error is raised.
+
+        Raises:
+            CgroupWriteError: the kernel refused a value; says which file and why.
+        """
+        writes = self._limit_writes(cgroup, resources)
+        done: list[tuple[Path, str]] = []
+        for path, value in writes:
+            try:
+                old = path.read_text().strip()
+                path.write_text(value)
+            except OSError as exc:
+                for undo_path, undo_value in reversed(done):
+                    with contextlib.suppress(OSError):
+                        undo_path.write_text(undo_value)
+                raise CgroupWriteError(f"writing {value!r} to {path}: {exc.strerror or exc}") from exc
+            done.append((path, old))
+
+    def _limit_writes(self, cgroup: str, res: Mapping[str, Any]) -> list[tuple[Path, str]]:
+        cpu, memory = res.get("cpu", {}), res.get("memory", {})
+        pages = {p["pageSize"]: int(p["limit"]) for p in res.get("hugepageLimits", [])}
+        rel = cgroup.strip("/")
+        writes: list[tuple[Path, str]] = []
         if self.v2:
-            base = self.hierarchies[""] / cgroup.strip("/")
-            if memory > 0:
-                (base / "memory.max").write_text(str(memory))
-            if cpu_shares > 0:  # the same conversion runc and kubelet use from v1 shares to v2 weight
-                weight = 1 + ((max(2, min(cpu_shares, 262144)) - 2) * 9999) // 262142
-                (base / "cpu.weight").write_text(str(weight))
-            if cpu_quota > 0:
-                (base / "cpu.max").write_text(f"{cpu_quota} {cpu_period or 100000}")
-            return
-        writes = []
-        if memory > 0:
-            writes.append(("memory", "memory.limit_in_bytes", memory))
-        if cpu_shares > 0:
-            writes.append(("cpu", "cpu.shares", cpu_shares))
-        if cpu_period > 0:
-            writes.append(("cpu", "cpu.cfs_period_us", cpu_period))
-        if cpu_quota > 0:
-            writes.append(("cpu", "cpu.cfs_quota_us", cpu_quota))
-        for controller, name, value in writes:
-            if controller in self.hierarchies:
-                (self.hierarchies[controller] / cgroup.strip("/") / name).write_text(str(value))
+            base = self.hierarchies[""] / rel
+            if cpu.get("shares"):  # the same conversion runc and kubelet use from v1 shares to v2 weight
+                shares = max(2, min(int(cpu["shares"]), 262144))
+                writes.append((base / "cpu.weight", str(1 + ((shares - 2) * 9999) // 262142)))
+            if cpu.get("quota") or cpu.get("period"):
+                quota = int(cpu.get("quota", 0))
+                period = cpu.get("period") or 100000
+                writes.append((base / "cpu.max", f"{quota if quota > 0 else 'max'} {period}"))
+            writes += [(base / f"cpuset.{key}", cpu[key]) for key in ("cpus", "mems") if cpu.get(key)]
+            if memory.get("limit"):
+                writes.append((base / "memory.max", str(memory["limit"])))
+            if memory.get("swap"):
+                swap = int(memory["swap"])
+                swap_only = "max" if swap < 0 else str(max(0, swap - int(memory.get("limit", 0))))
+                writes.append((base / "memory.swap.max", swap_only))
+            writes += [(base / f"hugetlb.{size}.max", str(limit)) for size, limit in pages.items()]
+            writes += [(base / name, value) for name, value in res.get("unified", {}).items()]
+            return writes
+
+        def at(controller: str, name: str) -> Path | None:
+            return self.hierarchies[controller] / rel / name if controller in self.hierarchies else None
+
+        wanted = [("cpu", "cpu.shares", cpu.get("shares")), ("cpu", "cpu.cfs_period_us", cpu.get("period")),
+                  ("cpu", "cpu.cfs_quota_us", cpu.get("quota")), ("cpuset", "cpuset.cpus", cpu.get("cpus")),
+                  ("cpuset", "cpuset.mems", cpu.get("mems"))]
+        # memory+swap must stay >= memory: raise memsw before memory, lower it after.
+        limit, swap = memory.get("limit"), memory.get("swap")
+        mem = [("memory", "memory.limit_in_bytes", limit), ("memory", "memory.memsw.limit_in_bytes", swap)]
+        current = _read_int(at("memory", "memory.limit_in_bytes"))
+        if swap and limit and current is not None and limit > current:
+            mem.reverse()
+        wanted += mem
+        wanted += [("hugetlb", f"hugetlb.{size}.limit_in_bytes", limit) for size, limit in pages.items()]
+        for controller, name, value in wanted:
+            path = at(controller, name)
+            if value and path is not None:
+                writes.append((path, str(value)))
+        return writes
+
+    def memory_working_set(self, cgroup: str) -> int | None:
+        """Memory usage less inactive file pages (what kubelet calls a pod's memory use); None if unknown."""
+        rel = cgroup.strip("/")
+        if self.v2:
+            base = self.hierarchies[""] / rel
+            usage, stat = _read_int(base / "memory.current"), _read_kv(base / "memory.stat")
+            inactive = stat.get("inactive_file", 0)
+        else:
+            if "memory" not in self.hierarchies:
+                return None
+            base = self.hierarchies["memory"] / rel
+            usage, stat = _read_int(base / "memory.usage_in_bytes"), _read_kv(base / "memory.stat")
+            inactive = stat.get("total_inactive_file", 0)
+        return None if usage is None else max(0, usage - inactive)
 
     def exists(self, cgroup: str) -> bool:
         return all((base / cgroup.strip("/")).is_dir() for base in self.dirs_roots)
-
-    # -------------------------------------------------------------------------------------------- usage
-
-    def usage(self, cgroup: str) -> Usage:
-        """Counters of one cgroup (hierarchical: children included)."""
-        now = time.time_ns()
-        return self._usage_v2(cgroup, now) if self.v2 else self._usage_v1(cgroup, now)
-
-    def _usage_v1(self, cgroup: str, now: int) -> Usage:
-        cpu = _read_int(self._maybe("cpuacct", cgroup, "cpuacct.usage"))
-        mem_usage = _read_int(self._maybe("memory", cgroup, "memory.usage_in_bytes"))
-        stat = _read_kv(self._maybe("memory", cgroup, "memory.stat"))
-        limit = _read_int(self._maybe("memory", cgroup, "memory.limit_in_bytes"))
-        working = None
-        if mem_usage is not None:
-            inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
-            working = max(0, mem_usage - inactive)
-        available = None
-        if limit is not None and working is not None and limit < (1 << 62):
-            available = max(0, limit - working)
-        return Usage(
-            timestamp_ns=now, cpu_ns=cpu, memory_usage=mem_usage, memory_working_set=working,
-            memory_rss=stat.get("total_rss", stat.get("rss")) if stat else None,
-            memory_available=available,
-            page_faults=stat.get("total_pgfault") if stat else None,
-            major_page_faults=stat.get("total_pgmajfault") if stat else None,
-            pids=_read_int(self._maybe("pids", cgroup, "pids.current")),
-        )
-
-    def _usage_v2(self, cgroup: str, now: int) -> Usage:
-        base = self.hierarchies[""] / cgroup.strip("/")
-        cpu_stat = _read_kv(base / "cpu.stat")
-        mem_usage = _read_int(base / "memory.current")
-        stat = _read_kv(base / "memory.stat")
-        working = None if mem_usage is None else max(0, mem_usage - stat.get("inactive_file", 0))
-        limit_text = _read_text(base / "memory.max")
-        available = None
-        if limit_text and limit_text != "max" and working is not None:
-            available = max(0, int(limit_text) - working)
-        usec = cpu_stat.get("usage_usec")
-        return Usage(
-            timestamp_ns=now, cpu_ns=None if usec is None else usec * 1000, memory_usage=mem_usage,
-            memory_working_set=working, memory_rss=stat.get("anon"), memory_available=available,
-            page_faults=stat.get("pgfault"), major_page_faults=stat.get("pgmajfault"),
-            pids=_read_int(base / "pids.current"),
-        )
-
-    def _maybe(self, controller: str, cgroup: str, name: str) -> Path | None:
-        if controller not in self.hierarchies:
-            return None
-        return self.hierarchies[controller] / cgroup.strip("/") / name
 
 
 def _is_cgroup2(root: Path) -> bool:
@@ -276,4 +273,4 @@ def _read_kv(path: Path | None) -> dict[str, int]:
     return out
 
 
-__all__ = ["CGROUP_ROOT", "Cgroups", "Usage"]
+__all__ = ["CGROUP_ROOT", "CgroupWriteError", "Cgroups"]
