@@ -15,6 +15,7 @@ BENCHMARKS = {
     "network-watch": ("bench.network_watch", "CNI conf-dir watcher: poll cost, config fixed -> NetworkReady"),
     "streaming": ("bench.streaming", "exec round trip and stdout MiB/s, port-forward MiB/s and conn/s"),
     "cli": ("bench.cli", "start-up of `crib ps -q` vs `crictl ps -q`, whole process, same daemon"),
+    "metrics": ("bench.metrics", "stats, CRI metrics and a Prometheus scrape with 100 running containers"),
 }
 
 

@@ -286,3 +286,16 @@ def test_sampler_reuses_a_fresh_reading_and_rates_cpu(tmp_path: Path) -> None:
     assert later.cgroup.cpu_usage_ns == 3_000_000_000
     assert later.nano_cores is not None
     assert later.nano_cores > 0
+
+
+@pytest.mark.parametrize(("servicer", "service"), [("runtime", "RuntimeService"), ("image", "ImageService")],
+                         ids=["runtime", "image"])
+def test_only_checkpoint_answers_unimplemented(servicer: str, service: str) -> None:
+    from crib.cri.image_servicer import ImageServicer
+    from crib.cri.runtime_servicer import RuntimeServicer
+    from crib.cri.server import implemented_rpcs
+
+    cls = RuntimeServicer if servicer == "runtime" else ImageServicer
+    methods = {m.name for m in api.DESCRIPTOR.services_by_name[service].methods}
+    # Exec, Attach and PortForward belong to the streaming server (issue of their own).
+    assert methods - implemented_rpcs(cls) <= {"CheckpointContainer", "Exec", "Attach", "PortForward"}

@@ -18,6 +18,7 @@ import grpc
 from crib._proto.runtime.v1 import api_pb2 as api
 from crib._proto.runtime.v1 import api_pb2_grpc
 from crib.cri import wire
+from crib.cri.chunks import chunked
 from crib.cri.interceptors import instrumented_service
 from crib.cri.server import fill_unimplemented
 from crib.errors import InvalidArgument
@@ -25,8 +26,6 @@ from crib.images import Credentials, ImageService, PullProgress
 from crib.images.auth import from_fields
 from crib.images.manifest import user_of
 from crib.state.records import ImageRecord
-
-STREAM_BATCH = 500
 
 EXT_SERVICE = "crib.images.v1.Images"
 EXT_PULL = f"/{EXT_SERVICE}/Pull"
@@ -103,10 +102,8 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):  # type: ignore[misc]
     async def StreamImages(self, request: api.StreamImagesRequest,
                            context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         ref = request.filter.image.image if request.HasField("filter") else ""
-        records = self._images.list(ref)
-        for start in range(0, len(records), STREAM_BATCH):
-            batch = records[start:start + STREAM_BATCH]
-            yield api.StreamImagesResponse(images=[self._image(r) for r in batch])
+        for batch in chunked(self._image(r) for r in self._images.list(ref)):
+            yield api.StreamImagesResponse(images=batch)
 
     async def ImageStatus(self, request: api.ImageStatusRequest, context: grpc.aio.ServicerContext) -> Any:
         rec = self._images.find(_spec_image(request.image, "ImageStatus"))
