@@ -181,7 +181,7 @@ async def _serve_grpc(cfg: Config, health: Health, network: CNIManager, images: 
         os.umask(old_umask)
     os.chmod(sock, SOCKET_MODE)
     try:
-        endpoint = await _start_metrics(cfg, node)
+        endpoint = await _start_metrics(cfg, node, streams)
     except BaseException:
         await server.stop(grace=0)
         raise
@@ -205,7 +205,7 @@ async def _serve_grpc(cfg: Config, health: Health, network: CNIManager, images: 
     _log.info("crib daemon stopped")
 
 
-async def _start_metrics(cfg: Config, node: Node) -> Any:
+async def _start_metrics(cfg: Config, node: Node, streams: StreamServer) -> Any:
     """The Prometheus endpoint when `[metrics] address` is set (None otherwise).
 
     Imported here, not at the top: prometheus_client is memory an idle daemon without metrics never pays.
@@ -221,7 +221,7 @@ async def _start_metrics(cfg: Config, node: Node) -> Any:
         scraper = Scraper(pods=lambda: list(node.store.sandboxes.values()),
                           containers=lambda: list(node.store.containers.values()),
                           readings=node.containers.metric_readings if m.container_metrics else None,
-                          psi=reader.psi, hugetlb=reader.hugetlb)
+                          sessions=streams.session_counts, psi=reader.psi, hugetlb=reader.hugetlb)
         endpoint = Endpoint(m.address, scraper.render, scraper.content_type,
                             tls_context(m.tls_cert, m.tls_key, m.tls_ca))
         await endpoint.start()

@@ -3,6 +3,7 @@ prometheus-client's own parser; off (and prometheus_client never imported) when 
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import urllib.request
@@ -12,13 +13,16 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from crib._proto.runtime.v1 import api_pb2 as api
+from crib.streaming import client
 from tests.fixtures import images as img
 from tests.fixtures.cri import Pod, code_of, container_config, pod_config, pull
 from tests.fixtures.daemon import CribDaemon
 from tests.integration.net_helpers import free_port
 
+Families = dict[str, list[tuple[str, dict[str, str], float]]]
 
-def _scrape(port: int) -> dict[str, list[tuple[str, dict[str, str], float]]]:
+
+def _scrape(port: int) -> Families:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
         assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -26,6 +30,18 @@ def _scrape(port: int) -> dict[str, list[tuple[str, dict[str, str], float]]]:
     return {
         f.name: [(s.name, s.labels, s.value) for s in f.samples] for f in text_string_to_metric_families(text)
     }
+
+
+async def _scrape_during_exec(daemon: CribDaemon, cid: str, port: int) -> Families:
+    """A scrape taken while one exec session (cat, waiting on its stdin) is live."""
+    url = daemon.runtime.Exec(api.ExecRequest(container_id=cid, cmd=["cat"], stdin=True, stdout=True)).url
+    async with await client.RemoteCommand.connect(url, stdin=True, stdout=True, stderr=False) as rc:
+        await rc.write(b"ping\n")
+        assert await rc.read_stdout() == b"ping\n"  # the session is up on both ends
+        families = await asyncio.to_thread(_scrape, port)
+        await rc.close_stdin()
+        await rc.collect()
+    return families
 
 
 def _value(
@@ -92,7 +108,11 @@ def test_families_count_what_the_daemon_did(
             == 1
         )
         assert _value(families, "crib_restarts_restored") == 0
-        assert "crib_streaming_sessions" in families
+        assert _value(families, "crib_streaming_sessions", kind="exec") == 0
+        assert _value(families, "crib_streaming_sessions", kind="portforward") == 0
+        live = asyncio.run(_scrape_during_exec(daemon, cid, port))
+        assert _value(live, "crib_streaming_sessions", kind="exec") == 1
+        assert _value(live, "crib_streaming_sessions", kind="attach") == 0
         assert _value(families, "process_resident_memory_bytes") > 10 << 20
         assert (
             _value(

@@ -297,5 +297,4 @@ def test_only_checkpoint_answers_unimplemented(servicer: str, service: str) -> N
 
     cls = RuntimeServicer if servicer == "runtime" else ImageServicer
     methods = {m.name for m in api.DESCRIPTOR.services_by_name[service].methods}
-    # Exec, Attach and PortForward belong to the streaming server (issue of their own).
-    assert methods - implemented_rpcs(cls) <= {"CheckpointContainer", "Exec", "Attach", "PortForward"}
+    assert methods - implemented_rpcs(cls) <= {"CheckpointContainer"}  # criu fails on this project's kernels
