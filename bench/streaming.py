@@ -36,15 +36,9 @@ if __package__ in (None, ""):  # `python bench/streaming.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import harness
-from bench.runtime import PAUSE, TAG, Runtime
+from bench.runtime import Runtime, pair
 from crib._proto.runtime.v1 import api_pb2 as api
 from crib.streaming import client
-from tests.fixtures import images as img
-from tests.fixtures.cni import Testbed
-from tests.fixtures.containerd import Containerd
-from tests.fixtures.daemon import CribDaemon
-from tests.fixtures.oci import ImageConfig, build_image
-from tests.fixtures.registry import LocalRegistry
 
 HTTP_PORT = 8080
 
@@ -204,43 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transport", choices=("spdy", "websocket"), default="spdy")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="crib-bench-stream-") as tmp:
-        base = Path(tmp)
-        beds = {name: Testbed(base / f"cni-{name}", TAG) for name in ("crib", "containerd")}
-        for bed in beds.values():
-            bed.write_conflist()
-        pause_image = build_image([img.busybox_layer().build()], platform=img.host_platform(),
-                                  spec=ImageConfig(entrypoint=("sleep",), cmd=("infinity",)))
-        with LocalRegistry(base / "registry") as registry:
-            catalogue = img.seed(registry, {img.BUSYBOX: img.catalogue_artifacts()[img.BUSYBOX],
-                                            PAUSE: pause_image})
-            busybox = catalogue.reference(img.BUSYBOX)
-            crib = CribDaemon(base / "crib", {"log_level": "warning", "image": {
-                "registries_conf": str(base / "none.conf")}, "network": beds["crib"].network_config()})
-            crib.extra_args = ["--log-level", "warning"]
-            ctrd = Containerd(base / "containerd", cni_conf_dir=str(beds["containerd"].conf_dir),
-                              mirrors={registry.host: registry.url}, sandbox_image=catalogue.reference(PAUSE))
-            try:
-                crib.start()
-                ctrd.start()
-                for daemon in (crib, ctrd):
-                    for ref in (busybox, catalogue.reference(PAUSE)):
-                        request = api.PullImageRequest(image=api.ImageSpec(image=ref))
-                        daemon.images.PullImage(request, timeout=120)
-                runtimes = [Runtime("crib", crib, "conmon", busybox),
-                            Runtime("containerd", ctrd, "containerd-shim-runc-v2", busybox)]
-                targets = [Target(r, args.mib) for r in runtimes]
-                time.sleep(2)  # httpd up, the big file written
-                print(f"runtimes up; transport {args.transport}", flush=True)
-                results = run_all(targets, args)
-                for t in targets:
-                    t.r.remove_pod(t.sid)
-            finally:
-                ctrd.stop()
-                crib.stop()
-                harness.remove_cgroups(TAG)
-                for bed in beds.values():
-                    bed.cleanup()
+    with tempfile.TemporaryDirectory(prefix="crib-bench-stream-") as tmp, pair(Path(tmp)) as (runtimes, _):
+        targets = [Target(r, args.mib) for r in runtimes]
+        time.sleep(2)  # httpd up, the big file written
+        print(f"runtimes up; transport {args.transport}", flush=True)
+        results = run_all(targets, args)
+        for t in targets:
+            t.r.remove_pod(t.sid)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

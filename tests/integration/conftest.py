@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures import leaks
+from tests.fixtures import cri, leaks
+from tests.fixtures import images as img
 from tests.fixtures.cni import Testbed
 from tests.fixtures.daemon import CribDaemon
 
@@ -75,6 +76,22 @@ def crib_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cal
 def crib(crib_factory: Callable[..., CribDaemon]) -> CribDaemon:
     """A crib daemon on embedded defaults (plus per-test root, runroot and socket)."""
     return crib_factory()
+
+
+@pytest.fixture
+def busybox(crib: CribDaemon, images: img.Catalogue) -> str:  # noqa: F811 (the fixture above)
+    """The busybox test image, pulled into the test's daemon (modules may define their own)."""
+    reference = images.reference(img.BUSYBOX)
+    cri.pull(crib, reference)
+    return reference
+
+
+@pytest.fixture
+def pod(crib: CribDaemon, session_tag: str, tmp_path: Path) -> Iterator[cri.Pod]:
+    """A running pod on the test's daemon, kubelet-like, removed afterwards (modules may define their own)."""
+    p = cri.Pod(crib, cri.pod_config(session_tag, log_dir=tmp_path / "logs"))
+    yield p
+    p.remove()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -21,20 +21,6 @@ from tests.fixtures.cri import Pod, code_of, container_config, pod_config, pull,
 from tests.fixtures.daemon import CribDaemon
 
 TRANSPORTS = ["spdy", "websocket"]
-
-
-@pytest.fixture
-def busybox(crib: CribDaemon, images: img.Catalogue) -> str:
-    reference = images.reference(img.BUSYBOX)
-    pull(crib, reference)
-    return reference
-
-
-@pytest.fixture
-def pod(crib: CribDaemon, session_tag: str, tmp_path: Path) -> Iterator[Pod]:
-    p = Pod(crib, pod_config(session_tag, log_dir=tmp_path / "logs"))
-    yield p
-    p.remove()
 
 
 @pytest.fixture

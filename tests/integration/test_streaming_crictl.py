@@ -11,26 +11,15 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from crib.system.tty import open_pty, set_winsize
-from tests.fixtures import images as img
-from tests.fixtures.cri import Pod, container_config, pod_config, pull, wait_for
+from tests.fixtures.cri import Pod, container_config, wait_for
 from tests.fixtures.daemon import CribDaemon
 
 CRICTL = shutil.which("crictl")
 pytestmark = pytest.mark.skipif(CRICTL is None, reason="crictl is not on PATH")
-
-
-@pytest.fixture
-def pod(crib: CribDaemon, images: img.Catalogue, session_tag: str, tmp_path: Path) -> Iterator[Pod]:
-    pull(crib, images.reference(img.BUSYBOX))
-    p = Pod(crib, pod_config(session_tag, log_dir=tmp_path / "logs"))
-    yield p
-    p.remove()
 
 
 def crictl(daemon: CribDaemon, *args: str) -> list[str]:
@@ -73,8 +62,8 @@ def run_in_terminal(argv: list[str], typed: bytes, *, width: int, height: int, t
         os.close(master)
 
 
-def test_crictl_exec(crib: CribDaemon, pod: Pod, images: img.Catalogue) -> None:
-    cid = pod.run(container_config(images.reference(img.BUSYBOX), "sleeper", command=["sleep", "100000"]))
+def test_crictl_exec(crib: CribDaemon, pod: Pod, busybox: str) -> None:
+    cid = pod.run(container_config(busybox, "sleeper", command=["sleep", "100000"]))
     script = "echo READY; read line; stty size; echo got-$line; exit 3"
     code, screen = run_in_terminal(crictl(crib, "exec", "-it", cid, "sh", "-c", script), b"typed\r",
                                    width=91, height=27)
@@ -93,8 +82,7 @@ def test_crictl_exec(crib: CribDaemon, pod: Pod, images: img.Catalogue) -> None:
     assert b"err\n" in done.stderr
 
 
-def test_crictl_attach_and_port_forward(crib: CribDaemon, pod: Pod, images: img.Catalogue) -> None:
-    busybox = images.reference(img.BUSYBOX)
+def test_crictl_attach_and_port_forward(crib: CribDaemon, pod: Pod, busybox: str) -> None:
     ticker = pod.run(container_config(busybox, "ticker", command=[
         "sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done"]))
     attach = subprocess.Popen(crictl(crib, "attach", ticker), stdout=subprocess.PIPE,

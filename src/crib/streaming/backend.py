@@ -21,18 +21,6 @@ class Kind(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ExecRequest:
-    container_id: str
-    cmd: tuple[str, ...]
-    tty: bool = False
-    stdin: bool = False
-    stdout: bool = True
-    stderr: bool = True
-
-    kind: typing.ClassVar[Kind] = Kind.EXEC
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class AttachRequest:
     container_id: str
     tty: bool = False
@@ -41,6 +29,15 @@ class AttachRequest:
     stderr: bool = True
 
     kind: typing.ClassVar[Kind] = Kind.ATTACH
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecRequest(AttachRequest):
+    """An attach's streams, to a new process running cmd."""
+
+    cmd: tuple[str, ...]
+
+    kind: typing.ClassVar[Kind] = Kind.EXEC
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

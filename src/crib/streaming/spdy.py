@@ -112,11 +112,11 @@ class ProtocolError(Exception):
 # ------------------------------------------------------------------------------------------------ frames
 
 
-@dataclass(frozen=True, slots=True)
-class DataFrame:
-    stream_id: int
+class _Fin:
+    """The FIN flag of the frames that carry one (DATA, SYN_STREAM, SYN_REPLY, HEADERS)."""
+
+    __slots__ = ()
     flags: int
-    data: bytes
 
     @property
     def fin(self) -> bool:
@@ -124,38 +124,33 @@ class DataFrame:
 
 
 @dataclass(frozen=True, slots=True)
-class SynStream:
+class DataFrame(_Fin):
+    stream_id: int
+    flags: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SynStream(_Fin):
     stream_id: int
     headers: Headers
     flags: int = 0
     associated_id: int = 0
     priority: int = 0
 
-    @property
-    def fin(self) -> bool:
-        return bool(self.flags & FLAG_FIN)
-
 
 @dataclass(frozen=True, slots=True)
-class SynReply:
+class SynReply(_Fin):
     stream_id: int
     headers: Headers
     flags: int = 0
 
-    @property
-    def fin(self) -> bool:
-        return bool(self.flags & FLAG_FIN)
-
 
 @dataclass(frozen=True, slots=True)
-class HeadersFrame:
+class HeadersFrame(_Fin):
     stream_id: int
     headers: Headers
     flags: int = 0
-
-    @property
-    def fin(self) -> bool:
-        return bool(self.flags & FLAG_FIN)
 
 
 @dataclass(frozen=True, slots=True)
