@@ -12,7 +12,7 @@ to that URL with crib.streaming.client, the same code for both runtimes, SPDY by
 and kubectl send to a runtime); runs alternate crib and containerd.
 
     (a) exec round trip: Exec `true` (non-TTY, stdout+stderr) -> connect -> streams -> exit status; p50/p95
-    (b) exec stdout: `head -c <mib>M /dev/zero`, read to the end; MiB/s (median of --runs)
+    (b) exec stdout: `dd if=/dev/zero bs=1M count=<mib>`, read to the end; MiB/s (median of --runs)
     (c) port forward, one connection: HTTP GET of the <mib> MiB file through one forwarded connection; MiB/s
     (d) port forward connections/s: --connections GETs of a small page, 10 at a time, over one session
 
@@ -50,8 +50,8 @@ class Target:
         self.r = runtime
         self.sid, config = runtime.run_pod()
         self.sleeper = runtime.create_start(self.sid, config, ["sleep", "100000"])
-        script = (f"mkdir -p /www && head -c {mib}M /dev/zero > /www/big && echo small-page > /www/small && "
-                  f"exec httpd -f -p {HTTP_PORT} -h /www")
+        script = (f"mkdir -p /www && dd if=/dev/zero of=/www/big bs=1048576 count={mib} 2>/dev/null && "
+                  f"echo small-page > /www/small && exec httpd -f -p {HTTP_PORT} -h /www")
         self.web = runtime.create_start(self.sid, config, ["sh", "-c", script])
         self.mib = mib
 
@@ -77,7 +77,8 @@ async def round_trip(target: Target, transport: str) -> float:
 async def exec_stdout(target: Target, transport: str) -> float:
     size = target.mib << 20
     started = time.perf_counter()
-    url = target.exec_url("head", "-c", str(size), "/dev/zero")
+    # dd writes 1 MiB at a time; busybox head's 4 KiB writes would measure head, not the stream.
+    url = target.exec_url("dd", "if=/dev/zero", "bs=1048576", f"count={target.mib}")
     got = 0
     async with await client.RemoteCommand.connect(url, transport=transport) as rc:
         while chunk := await rc.read_stdout():

@@ -5,6 +5,7 @@ single-use URLs, and that nothing outlives an abandoned session or a daemon rest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -342,3 +343,21 @@ async def test_crash_leftovers_are_killed_at_the_next_start(crib: CribDaemon, po
     assert not exec_files(crib, sleeper)
     assert pod.status(sleeper).state == api.CONTAINER_RUNNING
     await rc.close()
+
+
+async def test_attach_to_a_terminal_follows_resizes(pod: Pod, busybox: str) -> None:
+    cid = pod.run(container_config(busybox, "term", tty=True, stdin=True, command=["sh"]))
+    url = pod.rt.Attach(api.AttachRequest(container_id=cid, tty=True, stdin=True, stdout=True)).url
+    async with await client.RemoteCommand.connect(url, stdin=True, stderr=False, tty=True) as rc:
+        await rc.resize(77, 22)  # through conmon's control FIFO
+        seen = b""
+        for _ in range(50):
+            await rc.write(b"stty size\n")
+            deadline = asyncio.get_running_loop().time() + 0.5
+            while b"22 77" not in seen and asyncio.get_running_loop().time() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    seen += await asyncio.wait_for(rc.read_stdout(), 0.2)
+            if b"22 77" in seen:
+                break
+        assert b"22 77" in seen, seen
+    assert pod.status(cid).state == api.CONTAINER_RUNNING
