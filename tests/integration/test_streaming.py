@@ -204,6 +204,7 @@ async def test_port_forward_20_concurrent_connections(pod: Pod, web: str) -> Non
             assert all(a.startswith(b"HTTP/1.") and a.endswith(b"hello-from-the-pod\n") for a in answers)
             conn = await pf.open(8081)  # nothing listens there: an error on that connection only
             assert await conn.read_all() == b""
+            await conn.close()
             assert "error forwarding port 8081" in conn.error
             assert (await http_get(pf, 8080)).endswith(b"hello-from-the-pod\n")
 

@@ -275,6 +275,7 @@ async def test_port_forward_many_connections(server: StreamServer, echo_port: in
         closed.close()
         conn = await pf.open(port)
         assert await conn.read_all() == b""
+        await conn.close()
         assert f"error forwarding port {port}" in conn.error
         assert await one(99)
     await settled(server)

@@ -33,6 +33,7 @@ Port forward::
         await conn.write(b"GET / HTTP/1.0\\r\\n\\r\\n")
         await conn.close_write()
         body = await conn.read_all()
+        await conn.close()
         conn.error                       # the server's error text for this connection, if any
 
     # Or listen locally like `kubectl port-forward 8080:80` until cancelled:
@@ -66,6 +67,7 @@ from crib.streaming.spdyconn import SpdyConnection, SpdyStream
 from crib.streaming.wsconn import WebSocketConnection
 
 CLIENT_WINDOW = 4 * 1024 * 1024
+ERROR_WAIT = 5.0  # after a forwarded connection ended: how long its error stream may take to close
 WS_REMOTE_PROTOCOLS = [ws.V5_CHANNEL, ws.V4_CHANNEL, ws.V4_BASE64_CHANNEL]
 PORT_FORWARD = "portforward.k8s.io"
 STDIN, STDOUT, STDERR, ERROR, RESIZE = range(5)
@@ -342,14 +344,12 @@ class ForwardedConnection:
         self.error = ""
 
     async def read(self) -> bytes:
-        """The next bytes from the pod; b"" once it closed its side (or the connection failed)."""
+        """The next bytes from the pod; b"" once it closed its side (or the connection failed: see error
+        after close())."""
         try:
-            chunk = await self._data.read()
+            return await self._data.read()
         except ConnectionError:
-            chunk = b""
-        if not chunk:
-            await self._collect_error()
-        return chunk
+            return b""
 
     async def read_all(self) -> bytes:
         parts = []
@@ -359,7 +359,7 @@ class ForwardedConnection:
 
     async def _collect_error(self) -> None:
         with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
-            raw = await asyncio.wait_for(asyncio.shield(self._error_task), 5.0)
+            raw = await asyncio.wait_for(asyncio.shield(self._error_task), ERROR_WAIT)
             self.error = raw.decode(errors="replace")
 
     async def write(self, data: bytes) -> None:
@@ -370,8 +370,10 @@ class ForwardedConnection:
         self._data.close()
 
     async def close(self) -> None:
-        """Drop the connection both ways (as kubectl does when either side ended)."""
+        """Drop the connection both ways (as kubectl does once either side ended), then collect the
+        server's error text for it into `error` ("" when none)."""
         self._data.reset()
+        await self._collect_error()
         self._error_task.cancel()
         self._error.reset()
 
@@ -465,14 +467,14 @@ async def forward(url: str, ports: Sequence[tuple[int, int]], *, address: str = 
             while chunk := await conn.read():
                 writer.write(chunk)
                 await writer.drain()
-            if conn.error:
-                print(f"port {remote}: {conn.error}", file=sys.stderr)
         except ConnectionError:
             pass
         finally:
             pump.cancel()
             await conn.close()
             writer.close()
+        if conn.error:
+            print(f"port {remote}: {conn.error}", file=sys.stderr)
 
     try:
         bound = []
