@@ -56,7 +56,7 @@ class ChannelOutput:
         self.channel = channel
         self._base64 = base64_text
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         """Send data as one message on this channel.
 
         Raises:

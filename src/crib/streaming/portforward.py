@@ -63,8 +63,10 @@ async def _up(data: Input, sock: socket.socket) -> None:
 
 async def _down(sock: socket.socket, data: Output) -> None:
     loop = asyncio.get_running_loop()
-    while chunk := await loop.sock_recv(sock, RECV_CHUNK):
-        await data.write(chunk)
+    buf = bytearray(RECV_CHUNK)  # reused: write() copies each chunk into its frame
+    view = memoryview(buf)
+    while n := await loop.sock_recv_into(sock, buf):
+        await data.write(view[:n])
     data.close()
 
 

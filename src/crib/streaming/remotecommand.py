@@ -49,8 +49,8 @@ class Input(typing.Protocol):
 
 
 class Output(typing.Protocol):
-    async def write(self, data: bytes) -> None:
-        """Send data (waiting on backpressure)."""
+    async def write(self, data: bytes | memoryview) -> None:
+        """Send data (waiting on backpressure); data is not kept once this returns."""
 
     def close(self) -> None:
         """End of this stream (idempotent)."""
@@ -141,10 +141,13 @@ class _Progress:
 
 
 async def _fd_out(fd: int, out: Output | None, progress: _Progress) -> None:
-    while data := await _fdio.read(fd):
-        progress.bytes += len(data)
+    buf = bytearray(_fdio.CHUNK)
+    view = memoryview(buf)
+    # Each chunk is copied into its frame by write(), so the buffer is free again when write() returns.
+    while n := await _fdio.readinto(fd, buf):
+        progress.bytes += n
         if out is not None:
-            await out.write(data)
+            await out.write(view[:n])
 
 
 async def _stdin_to_fd(stream: Input, process: Process) -> None:

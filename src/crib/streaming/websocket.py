@@ -209,7 +209,7 @@ def is_base64(protocol: str) -> bool:
     return "base64" in protocol
 
 
-def channel_frame(channel: int, data: bytes, *, base64_text: bool) -> tuple[int, bytes]:
+def channel_frame(channel: int, data: bytes | memoryview, *, base64_text: bool) -> tuple[int, bytes]:
     """(opcode, payload) of data on a channel, binary or base64 text as the subprotocol says."""
     if base64_text:
         return TEXT, bytes([0x30 + channel]) + base64.b64encode(data)
