@@ -29,10 +29,13 @@ class PodDialer:
     def __init__(self, netns_path: str, check: Callable[[], None]) -> None:
         self._check = check
         self._netns = NetnsSockets(netns_path) if netns_path else None
+        self._closed = False
 
     async def _socket(self, family: int) -> socket.socket:
         if self._netns is not None:
             return await self._netns.socket(family)
+        if self._closed:
+            raise OSError(errno.ENETDOWN, "the pod's network namespace was released")
         sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.setblocking(False)
         return sock
@@ -44,7 +47,11 @@ class PodDialer:
             OSError: both loopback addresses refused (or another connect error).
             CribError: the pod stopped.
         """
-        self._check()
+        try:
+            self._check()
+        except Exception:
+            self.close()  # the pod is gone: let its namespace go now, not when the client hangs up
+            raise
         loop = asyncio.get_running_loop()
         last: OSError | None = None
         for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
@@ -69,6 +76,7 @@ class PodDialer:
         raise OSError(last.errno, f"connection to localhost:{port} refused in the pod's network") from last
 
     def close(self) -> None:
+        self._closed = True
         if self._netns is not None:
             self._netns.close()
             self._netns = None

@@ -14,6 +14,7 @@ byte either way; the caller then closes the connection.
 from __future__ import annotations
 
 import asyncio
+import math
 
 from crib.streaming import portforward, remotecommand
 from crib.streaming import websocket as ws
@@ -31,6 +32,9 @@ async def ended(conn: SpdyConnection | WebSocketConnection, idle_timeout: float)
     loop = asyncio.get_running_loop()
     closed = asyncio.ensure_future(conn.wait_closed())
     try:
+        if math.isinf(idle_timeout):
+            await closed
+            return
         while not closed.done():
             left = conn.last_activity + idle_timeout - loop.time()
             if left <= 0:

@@ -100,8 +100,8 @@ class Sessions:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._live.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            pass  # logged by the session itself; retrieved here so asyncio does not complain
+        if not task.cancelled():
+            task.exception()  # a failure was logged by the session itself; retrieved so asyncio stays quiet
 
     async def close(self, grace: float) -> None:
         """End every session: cancelled sessions kill their processes and close their connections."""
