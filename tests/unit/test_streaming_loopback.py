@@ -368,3 +368,20 @@ async def test_tls_with_client_certificates(pki: dict[str, str]) -> None:
             assert await rc.collect() == (b"secure\n", b"", 0)
     finally:
         await srv.close()
+
+
+async def test_idle_session_ends_and_kills_the_command() -> None:
+    srv = StreamServer(StreamConfig(idle_timeout=Duration(0.5)), HostBackend())
+    await srv.start()
+    try:
+        url = srv.url(ExecRequest(container_id="c", cmd=("sleep", "300"), stdin=True, stderr=False))
+        async with await client.RemoteCommand.connect(url, stdin=True, stderr=False) as rc:
+            # Nobody says a word: after idle_timeout the session ends and takes the command with it.
+            with pytest.raises(client.RemoteError, match="idle timeout"):
+                await asyncio.wait_for(rc.collect(), 10)
+        await settled(srv)
+        process = backend(srv).processes[-1]
+        assert process.killed
+        assert process.child.returncode is not None
+    finally:
+        await srv.close()

@@ -38,6 +38,7 @@ SPDY_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io",
                   "channel.k8s.io")
 DRAIN_IDLE = 1.0  # after the process exited: give up draining output once nothing came for this long
 FINISH_TIMEOUT = 10.0
+ENDED_MESSAGE = "the session ended: the client went away or sent nothing for the stream idle timeout"
 SHUTDOWN_MESSAGE = "the crib daemon is shutting down; the session ended (the container goes on)"
 ATTACH_PACKET = 32768  # conmon's attach socket buffer: a larger stdin packet would be truncated
 ATTACH_STDOUT, ATTACH_STDERR = 2, 3
@@ -218,7 +219,10 @@ async def run_exec(backend: Backend, request: ExecRequest, streams: Streams, end
         if not waiter.done():
             await process.kill()
             await _cancel(*outs, *side)
-            return "client gone" if ended_task.done() else "client stream failed"
+            if ended_task.done():  # an idle client still listens: tell it (a gone one is not told)
+                await finish(streams, status(streams.version, error=ENDED_MESSAGE))
+                return "client gone or idle"
+            return "client stream failed"
         await _drain(outs, progress)
         try:
             exit_code = waiter.result()
@@ -287,7 +291,8 @@ async def run_attach(backend: Backend, request: AttachRequest, streams: Streams,
                 and (attachment.stdin_once or attachment.tty or request.tty):
             await asyncio.wait({out, ended_task}, return_when=asyncio.FIRST_COMPLETED)
         if ended_task.done() and not out.done():
-            return "client gone"
+            await finish(streams, status(streams.version, error=ENDED_MESSAGE))
+            return "client gone or idle"
         failed = out.done() and not out.cancelled() and out.exception() is not None
         await finish(streams, status(streams.version))
         return "output failed" if failed else "ended"
