@@ -95,23 +95,31 @@ async def _tty_session(pod: Pod, sleeper: str, transport: str) -> None:
                                                   transport=transport) as rc:
         seen = b""
 
-        async def until(text: bytes) -> None:
+        async def size_becomes(text: bytes) -> None:
+            """Ask `stty size` until it answers text: a resize and a typed line travel on different
+            streams, so the first answer may predate the resize (kubectl has the same race)."""
             nonlocal seen
-            while text not in seen:
-                chunk = await asyncio.wait_for(rc.read_stdout(), 20)
-                assert chunk, f"the terminal ended before {text!r}; got {seen!r}"
-                seen += chunk
+            for _ in range(40):
+                await rc.write(b"stty size\n")
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 0.5
+                while text not in seen and loop.time() < deadline:
+                    with contextlib.suppress(TimeoutError):
+                        chunk = await asyncio.wait_for(rc.read_stdout(), 0.25)
+                        assert chunk, f"the terminal ended before {text!r}; got {seen!r}"
+                        seen += chunk
+                if text in seen:
+                    return
+            raise AssertionError(f"stty never said {text!r}; got {seen!r}")
 
         await rc.resize(100, 30)
-        await rc.write(b"stty size; tty\n")
-        await until(b"30 100")
-        await until(b"/dev/pts/")
+        await size_becomes(b"30 100")
         await rc.resize(81, 25)
-        await rc.write(b"stty size; exit 3\n")
-        await until(b"25 81")
-        rest = b""
+        await size_becomes(b"25 81")
+        await rc.write(b"tty; exit 3\n")
         while chunk := await rc.read_stdout():
-            rest += chunk
+            seen += chunk
+        assert b"/dev/pts/" in seen
         assert (await rc.wait()).code == 3
 
 

@@ -178,10 +178,12 @@ async def _shutting_down(streams: Streams) -> None:
 
 
 async def _cancel(*tasks: asyncio.Task[typing.Any] | None) -> None:
-    live = [t for t in tasks if t is not None and not t.done()]
-    for task in live:
+    """Cancel what still runs, and collect every outcome (a pump that failed because the client went
+    away is expected, not an error to report)."""
+    present = [t for t in tasks if t is not None]
+    for task in present:
         task.cancel()
-    await asyncio.gather(*live, return_exceptions=True)
+    await asyncio.gather(*present, return_exceptions=True)
 
 
 # ------------------------------------------------------------------------------------------ exec, attach
