@@ -91,10 +91,7 @@ _STATUSES: wire.Cache[ContainerRecord] = wire.Cache(status)
 
 def list_response(recs: list[ContainerRecord], *, complete: bool) -> bytes:
     """ListContainersResponse, serialized (see cri/wire.py); complete = recs are all the containers."""
-    out = wire.repeated(1, [_ITEMS.get(r.id, r) for r in recs])
-    if complete:
-        _ITEMS.keep_only(r.id for r in recs)
-    return out
+    return wire.list_reply(_ITEMS, recs, complete=complete)
 
 
 def status_response(rec: ContainerRecord) -> bytes:

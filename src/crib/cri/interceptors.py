@@ -84,6 +84,15 @@ class _Call:
                        extra={"fields": request_fields(self.request)})
         await context.abort(self.code, self.message)
 
+    async def settle(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        """Record how the RPC ended with exc; an ordinary exception becomes its status (fail() raises)."""
+        if isinstance(exc, grpc.aio.AbortError):
+            self.code = context.code() or grpc.StatusCode.UNKNOWN
+        elif isinstance(exc, asyncio.CancelledError):
+            self.code = grpc.StatusCode.CANCELLED
+        elif isinstance(exc, Exception):
+            await self.fail(context, exc)
+
     def done(self) -> None:
         code = self.code
         elapsed = time.monotonic() - self.start
@@ -114,14 +123,9 @@ def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[.
         call = _Call(method, request)
         try:
             return await inner(request, context)
-        except grpc.aio.AbortError:
-            call.code = context.code() or grpc.StatusCode.UNKNOWN
+        except BaseException as exc:
+            await call.settle(context, exc)
             raise
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            await call.fail(context, exc)
         finally:
             call.done()
 
@@ -138,14 +142,9 @@ def _wrap_stream(method: str, inner: Callable[..., Any]) -> Callable[..., AsyncI
                     yield item
             else:
                 await result
-        except grpc.aio.AbortError:
-            call.code = context.code() or grpc.StatusCode.UNKNOWN
+        except BaseException as exc:
+            await call.settle(context, exc)
             raise
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            await call.fail(context, exc)
         finally:
             call.done()
 

@@ -49,10 +49,7 @@ _STATUSES: wire.Cache[SandboxRecord] = wire.Cache(status)
 
 def list_response(recs: list[SandboxRecord], *, complete: bool) -> bytes:
     """ListPodSandboxResponse, serialized (see cri/wire.py); complete = recs are all the pods."""
-    out = wire.repeated(1, [_ITEMS.get(r.id, r) for r in recs])
-    if complete:
-        _ITEMS.keep_only(r.id for r in recs)
-    return out
+    return wire.list_reply(_ITEMS, recs, complete=complete)
 
 
 def status_response(rec: SandboxRecord, timestamp: int) -> bytes:

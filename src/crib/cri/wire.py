@@ -11,10 +11,17 @@ bytes and instrument() (cri/interceptors.py) passes bytes through the response s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+
+class _Record(Protocol):
+    @property
+    def id(self) -> str: ...
+
 
 R = TypeVar("R")
+I = TypeVar("I", bound=_Record)  # noqa: E741 - an item with an id
 
 _LIMIT = 20000  # entries before a cache forgets everything (only reachable through filtered calls)
 
@@ -69,4 +76,13 @@ class Cache(Generic[R]):
                 del self._items[key]
 
 
-__all__ = ["Cache", "field", "integer", "repeated"]
+def list_reply(cache: Cache[I], recs: Sequence[I], *, number: int = 1, complete: bool) -> bytes:
+    """A list response whose repeated field `number` holds recs, each from cache; complete = recs are every
+    record there is (an unfiltered list), which lets the cache forget removed ones."""
+    out = repeated(number, [cache.get(r.id, r) for r in recs])
+    if complete:
+        cache.keep_only(r.id for r in recs)
+    return out
+
+
+__all__ = ["Cache", "field", "integer", "list_reply", "repeated"]
