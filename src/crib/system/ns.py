@@ -24,6 +24,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,10 @@ def _message(req: PinRequest, rid: int, timeout: float) -> bytes:
     return "\0".join(fields).encode()
 
 
+class _HelperGone(ExternalCommandError):
+    """The helper was dead or died before answering: the request may be tried again on a new one."""
+
+
 class _Helper:
     """The daemon's end of the namespace helper: start on demand, one request at a time, kill on trouble."""
 
@@ -159,13 +164,16 @@ class _Helper:
                 self.stop()
                 raise DeadlineExceeded(f"the namespace helper did not answer within {timeout:g}s; it was "
                                        "killed and the next request starts a new one") from None
-            except BaseException:  # cancelled, or the socket broke: the exchange is out of step
+            except OSError as exc:  # a helper that died (killed, or dying while found alive) broke the socket
+                said = self.stop()
+                raise _HelperGone(f"the namespace helper died ({exc.strerror or exc})"
+                                  + (f": {said}" if said else ""), stderr=said) from exc
+            except BaseException:  # cancelled: the exchange is out of step
                 self.stop()
                 raise
             if not data:
                 said = self.stop()
-                raise ExternalCommandError("the namespace helper died" + (f": {said}" if said else "")
-                                           + "; the next request starts a new one", stderr=said)
+                raise _HelperGone("the namespace helper died" + (f": {said}" if said else ""), stderr=said)
             answered, _, error = data.decode(errors="replace").partition("\0")
             if answered != str(rid):
                 self.stop()
@@ -196,13 +204,24 @@ async def pin(req: PinRequest, *, timeout: float = PIN_TIMEOUT) -> None:
     message = _message(req, rid, timeout)
     if not targets(req):
         return
-    try:
-        await _helper.call(message, rid, timeout)
-    except BaseException:
-        for target in targets(req):
-            with contextlib.suppress(OSError):
-                mount.umount_all(target)
-        raise
+    deadline = time.monotonic() + timeout
+    for attempt in (1, 2):
+        try:
+            await _helper.call(message, rid, max(deadline - time.monotonic(), 1.0))
+            return
+        except _HelperGone:  # one more try on a new helper (the old one was found dead, or died)
+            _unmount(req)
+            if attempt == 2:
+                raise
+        except BaseException:
+            _unmount(req)
+            raise
+
+
+def _unmount(req: PinRequest) -> None:
+    for target in targets(req):
+        with contextlib.suppress(OSError):
+            mount.umount_all(target)
 
 
 def start_helper() -> None:
