@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from crib import __version__
+from crib import __version__, lazy
 from crib import config as config_mod
 from crib._proto.runtime.v1 import api_pb2 as api
 from crib._proto.runtime.v1 import api_pb2_grpc
 from crib.config import Config
 from crib.containers import ContainerService
-from crib.cri import container_convert, metrics_convert, sandbox_convert, stats_convert, validate
+from crib.cri import container_convert, sandbox_convert, validate
 from crib.cri.chunks import chunked
 from crib.cri.server import fill_unimplemented
 from crib.errors import Unavailable
@@ -24,6 +24,12 @@ from crib.runtime import Health
 from crib.runtime.handlers import HandlerFeatures
 from crib.sandbox import SandboxService
 from crib.streaming import AttachRequest, ExecRequest, PortForwardRequest, StreamServer
+
+if TYPE_CHECKING:
+    from crib.cri import metrics_convert, stats_convert
+else:  # loaded by the first stats or metrics call (daemon idle memory)
+    metrics_convert = lazy.module("crib.cri.metrics_convert")
+    stats_convert = lazy.module("crib.cri.stats_convert")
 
 # kubelet refuses any other value (kuberuntime_manager: typedVersion.Version != kubeRuntimeAPIVersion).
 KUBELET_API_VERSION = "0.1.0"

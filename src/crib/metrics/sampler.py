@@ -14,21 +14,27 @@ Blocking (files, a directory walk, a thread entering network namespaces): call i
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from crib import lazy
 from crib.rootfs import overlay
 from crib.rootfs.overlay import Rootfs
-from crib.system import cgstats, fsinfo, netdev
-from crib.system.cgroups import Cgroups
-from crib.system.cgstats import CgroupReader, CgroupStats
-from crib.system.netdev import InterfaceStats
 
 if TYPE_CHECKING:  # records import the network package, which counts into crib.metrics.ops: no import cycle
     from crib.runtime.layout import Layout
     from crib.state.records import ContainerRecord, SandboxRecord
+    from crib.system import cgstats, fsinfo, netdev
+    from crib.system.cgroups import Cgroups
+    from crib.system.cgstats import CgroupReader, CgroupStats
+    from crib.system.netdev import InterfaceStats
+else:  # loaded by the first reading (daemon idle memory)
+    cgstats = lazy.module("crib.system.cgstats")
+    fsinfo = lazy.module("crib.system.fsinfo")
+    netdev = lazy.module("crib.system.netdev")
 
 PRUNE_AFTER = 300.0
 
@@ -78,7 +84,7 @@ class Sampler:
     """See the module note."""
 
     def __init__(self, *, cgroups: Cgroups, layout: Layout, max_age: float) -> None:
-        self.reader = CgroupReader(cgroups)
+        self._cgroups_layout = cgroups
         self._layout = layout
         self.max_age = max_age
         self._lock = threading.Lock()
@@ -86,8 +92,16 @@ class Sampler:
         self._fs: dict[str, _Entry] = {}
         self._net: dict[str, _Entry] = {}
         self._fs_root = str(layout.root / "containers")
-        self._device = fsinfo.device_of(self._fs_root)
         self._pruned = time.monotonic()
+
+    @functools.cached_property
+    def reader(self) -> CgroupReader:
+        """The host's cgroup reader, made on first use (what it can read: reader.psi, reader.hugetlb)."""
+        return cgstats.CgroupReader(self._cgroups_layout)
+
+    @functools.cached_property
+    def _device(self) -> str:
+        return fsinfo.device_of(self._fs_root)
 
     # --------------------------------------------------------------------------------------------- public
 
@@ -124,7 +138,7 @@ class Sampler:
     def _cgroup(self, path: str) -> tuple[CgroupStats, int | None]:
         now = time.monotonic()
         if not path:
-            return CgroupStats(timestamp_ns=time.time_ns(), exists=False), None
+            return cgstats.CgroupStats(timestamp_ns=time.time_ns(), exists=False), None
         with self._lock:
             entry = self._fresh(self._cgroups, path, now)
             previous = self._cgroups.get(path)
@@ -141,7 +155,7 @@ class Sampler:
 
     def _container(self, rec: ContainerRecord, fs: fsinfo.FsInfo | None) -> ContainerReading:
         if rec.exited or not rec.cgroup_path:
-            cg, cores = CgroupStats(timestamp_ns=time.time_ns(), exists=False), None
+            cg, cores = cgstats.CgroupStats(timestamp_ns=time.time_ns(), exists=False), None
         else:
             cg, cores = self._cgroup(rec.cgroup_path)
         return ContainerReading(container=rec, cgroup=cg, nano_cores=cores, fs=self._writable(rec, fs),
