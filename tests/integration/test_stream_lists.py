@@ -112,75 +112,36 @@ def _strip_timestamps(msg: Message) -> Message:
     return out
 
 
+# (name, List method, its request, the List answer's field, Stream method, its request, the stream's field,
+#  the filter message): the runtime service's lists with a label filter.
+_RUNTIME_LISTS = (
+    ("pods", "ListPodSandbox", api.ListPodSandboxRequest, "items", "StreamPodSandboxes",
+     api.StreamPodSandboxesRequest, "pod_sandboxes", api.PodSandboxFilter),
+    ("containers", "ListContainers", api.ListContainersRequest, "containers", "StreamContainers",
+     api.StreamContainersRequest, "containers", api.ContainerFilter),
+    ("container_stats", "ListContainerStats", api.ListContainerStatsRequest, "stats", "StreamContainerStats",
+     api.StreamContainerStatsRequest, "container_stats", api.ContainerStatsFilter),
+    ("pod_stats", "ListPodSandboxStats", api.ListPodSandboxStatsRequest, "stats", "StreamPodSandboxStats",
+     api.StreamPodSandboxStatsRequest, "pod_sandbox_stats", api.PodSandboxStatsFilter),
+)
+
+
 def _compare_all(daemon: CribDaemon, expect: int) -> dict[str, int]:
     """Every Stream call against its List call (unfiltered and with a label filter); message counts."""
     rt, im = daemon.runtime, daemon.images
     counts: dict[str, int] = {}
-    label = {"group": "1"}
-    for selector in ({}, label):
-        pods = list(
-            rt.ListPodSandbox(
-                api.ListPodSandboxRequest(filter=api.PodSandboxFilter(label_selector=selector))
-            ).items
-        )
-        stream = list(
-            rt.StreamPodSandboxes(
-                api.StreamPodSandboxesRequest(filter=api.PodSandboxFilter(label_selector=selector)),
-                timeout=120,
-            )
-        )
-        batches = _same_stream(pods, stream, "pod_sandboxes")
-        assert [i for b in batches for i in b] == pods
-        counts.setdefault("pods", len(stream))
-
-        containers = list(
-            rt.ListContainers(
-                api.ListContainersRequest(filter=api.ContainerFilter(label_selector=selector))
-            ).containers
-        )
-        stream = list(
-            rt.StreamContainers(
-                api.StreamContainersRequest(filter=api.ContainerFilter(label_selector=selector)), timeout=120
-            )
-        )
-        batches = _same_stream(containers, stream, "containers")
-        assert [i for b in batches for i in b] == containers
-        counts.setdefault("containers", len(stream))
-
-        cstats = list(
-            rt.ListContainerStats(
-                api.ListContainerStatsRequest(filter=api.ContainerStatsFilter(label_selector=selector)),
-                timeout=120,
-            ).stats
-        )
-        stream = list(
-            rt.StreamContainerStats(
-                api.StreamContainerStatsRequest(filter=api.ContainerStatsFilter(label_selector=selector)),
-                timeout=120,
-            )
-        )
-        batches = _same_stream(cstats, stream, "container_stats")
-        assert [_strip_timestamps(i) for b in batches for i in b][:50] == [
-            _strip_timestamps(i) for i in cstats
-        ][:50]
-        counts.setdefault("container_stats", len(stream))
-
-        pstats = list(
-            rt.ListPodSandboxStats(
-                api.ListPodSandboxStatsRequest(filter=api.PodSandboxStatsFilter(label_selector=selector)),
-                timeout=120,
-            ).stats
-        )
-        stream = list(
-            rt.StreamPodSandboxStats(
-                api.StreamPodSandboxStatsRequest(filter=api.PodSandboxStatsFilter(label_selector=selector)),
-                timeout=120,
-            )
-        )
-        _same_stream(pstats, stream, "pod_sandbox_stats")
-        counts.setdefault("pod_stats", len(stream))
-        if not selector:
-            assert len(pods) == len(containers) == len(cstats) == len(pstats) == expect
+    for selector in ({}, {"group": "1"}):
+        for name, list_rpc, list_req, list_field, stream_rpc, stream_req, stream_field, fil in _RUNTIME_LISTS:
+            f = fil(label_selector=selector)
+            listed = list(getattr(getattr(rt, list_rpc)(list_req(filter=f), timeout=120), list_field))
+            stream = list(getattr(rt, stream_rpc)(stream_req(filter=f), timeout=120))
+            batches = _same_stream(listed, stream, stream_field)
+            # Stats are read again by each call: compare them without their reading times.
+            assert [_strip_timestamps(i) for b in batches for i in b][:50] == \
+                [_strip_timestamps(i) for i in listed][:50]
+            counts.setdefault(name, len(stream))
+            if not selector:
+                assert len(listed) == expect, name
 
     images = list(im.ListImages(api.ListImagesRequest()).images)
     stream = list(im.StreamImages(api.StreamImagesRequest(), timeout=120))

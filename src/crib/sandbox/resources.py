@@ -88,7 +88,9 @@ def apply(deps: SandboxDeps, rec: SandboxRecord, limits: dict[str, Any]) -> None
     """
     memory = limits.get("memory", {}).get("limit", 0)
     if memory:
-        used = deps.cgroups.memory_working_set(rec.cgroup_parent)
+        from crib.system.cgstats import CgroupReader  # here: the idle daemon does not load the readers
+
+        used = CgroupReader(deps.cgroups).read(rec.cgroup_parent).memory_working_set
         if used is not None and memory < used:
             raise FailedPrecondition(
                 f"{_name(rec)}: memory limit {memory} bytes (resources plus overhead) is below the {used} "

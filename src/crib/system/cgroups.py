@@ -220,21 +220,6 @@ class Cgroups:
                 writes.append((path, str(value)))
         return writes
 
-    def memory_working_set(self, cgroup: str) -> int | None:
-        """Memory usage less inactive file pages (what kubelet calls a pod's memory use); None if unknown."""
-        rel = cgroup.strip("/")
-        if self.v2:
-            base = self.hierarchies[""] / rel
-            usage, stat = _read_int(base / "memory.current"), _read_kv(base / "memory.stat")
-            inactive = stat.get("inactive_file", 0)
-        else:
-            if "memory" not in self.hierarchies:
-                return None
-            base = self.hierarchies["memory"] / rel
-            usage, stat = _read_int(base / "memory.usage_in_bytes"), _read_kv(base / "memory.stat")
-            inactive = stat.get("total_inactive_file", 0)
-        return None if usage is None else max(0, usage - inactive)
-
     def exists(self, cgroup: str) -> bool:
         return all((base / cgroup.strip("/")).is_dir() for base in self.dirs_roots)
 
@@ -261,16 +246,6 @@ def _read_int(path: Path | None) -> int | None:
         return int(text) if text else None
     except ValueError:
         return None
-
-
-def _read_kv(path: Path | None) -> dict[str, int]:
-    text = _read_text(path)
-    out: dict[str, int] = {}
-    for line in (text or "").splitlines():
-        key, _, value = line.partition(" ")
-        with contextlib.suppress(ValueError):
-            out[key] = int(value)
-    return out
 
 
 __all__ = ["CGROUP_ROOT", "CgroupWriteError", "Cgroups"]

@@ -33,8 +33,10 @@ import functools
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from crib.system.cgroups import Cgroups
+if TYPE_CHECKING:
+    from crib.system.cgroups import Cgroups
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _UNLIMITED = 1 << 62  # v1 reports "no limit" as a page-rounded LLONG_MAX
