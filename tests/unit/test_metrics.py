@@ -298,3 +298,24 @@ def test_only_checkpoint_answers_unimplemented(servicer: str, service: str) -> N
     cls = RuntimeServicer if servicer == "runtime" else ImageServicer
     methods = {m.name for m in api.DESCRIPTOR.services_by_name[service].methods}
     assert methods - implemented_rpcs(cls) <= {"CheckpointContainer"}  # criu fails on this project's kernels
+
+
+def test_a_full_reading_serves_stats_but_a_stats_reading_does_not_serve_metrics(tmp_path: Path) -> None:
+    cg = Cgroups(tmp_path / "none")
+    cg.v2, cg.hierarchies = True, {"": tmp_path / "cg"}
+    cgdir = tmp_path / "cg" / "pod"
+    cgdir.mkdir(parents=True)
+    for name, text in (("cgroup.procs", ""), ("cpu.stat", "usage_usec 1\n"), ("cgroup.threads", "\n\n"),
+                       ("memory.current", "4096\n")):
+        (cgdir / name).write_text(text)
+    sandbox = SandboxRecord(id="s", name="s", meta=PodMeta(name="s", uid="u", namespace="n"),
+                            phase=Phase.CREATED, cgroup_parent="/pod")
+    sampler = Sampler(cgroups=cg, layout=Layout(tmp_path / "root", tmp_path / "run"), max_age=60.0)
+    (stats,) = sampler.pods([(sandbox, [])])
+    assert not stats.cgroup.full
+    assert stats.cgroup.threads is None  # not read for stats
+    (metrics,) = sampler.pods([(sandbox, [])], full=True)
+    assert metrics.cgroup.full
+    assert metrics.cgroup.threads == 2
+    (again,) = sampler.pods([(sandbox, [])])
+    assert again.cgroup is metrics.cgroup

@@ -8,6 +8,7 @@ and `crib top` all read through the one Sampler of the node, so a figure they sh
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from crib.metrics import ContainerReading, PodReading, Sampler
 from crib.state.records import ContainerRecord, Phase, SandboxRecord
@@ -40,7 +41,7 @@ async def metric_readings(sampler: Sampler, store: RuntimeStore) -> list[PodRead
             for s in sorted(store.sandboxes.values(), key=lambda r: r.created_at) if s.ready]
     if not pods:
         return []
-    return await asyncio.to_thread(sampler.pods, pods)
+    return await asyncio.to_thread(functools.partial(sampler.pods, pods, full=True))
 
 
 __all__ = ["container_stats", "metric_readings", "pod_stats"]

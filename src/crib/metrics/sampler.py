@@ -105,24 +105,29 @@ class Sampler:
 
     # --------------------------------------------------------------------------------------------- public
 
-    def containers(self, recs: list[ContainerRecord]) -> list[ContainerReading]:
-        """Readings of containers (a container that has exited reads as an empty cgroup)."""
+    def containers(self, recs: list[ContainerRecord], *, full: bool = False) -> list[ContainerReading]:
+        """Readings of containers (a container that has exited reads as an empty cgroup).
+
+        full: everything metrics show, not only what stats report (see CgroupReader.read); a full reading
+        in the cache serves a call that needs less, not the other way round.
+        """
         fs = fsinfo.fs_info(self._fs_root, self._device)
-        out = [self._container(rec, fs) for rec in recs]
+        out = [self._container(rec, fs, full) for rec in recs]
         self._prune()
         return out
 
-    def pods(self, pods: list[tuple[SandboxRecord, list[ContainerRecord]]]) -> list[PodReading]:
-        """Readings of pods with the given containers of each."""
+    def pods(self, pods: list[tuple[SandboxRecord, list[ContainerRecord]]], *,
+             full: bool = False) -> list[PodReading]:
+        """Readings of pods with the given containers of each (full: as for containers())."""
         fs = fsinfo.fs_info(self._fs_root, self._device)
         nets = self._networks([sandbox for sandbox, _ in pods])
         out = []
         for sandbox, containers in pods:
-            cg, cores = self._cgroup(sandbox.cgroup_parent)
+            cg, cores = self._cgroup(sandbox.cgroup_parent, full)
             at, interfaces = nets.get(sandbox.netns_path, (time.time_ns(), ()))
             out.append(PodReading(sandbox=sandbox, cgroup=cg, nano_cores=cores, interfaces=interfaces,
                                   network_timestamp_ns=at,
-                                  containers=tuple(self._container(c, fs) for c in containers)))
+                                  containers=tuple(self._container(c, fs, full) for c in containers)))
         self._prune()
         return out
 
@@ -135,16 +140,16 @@ class Sampler:
         entry.used = now
         return entry
 
-    def _cgroup(self, path: str) -> tuple[CgroupStats, int | None]:
+    def _cgroup(self, path: str, full: bool) -> tuple[CgroupStats, int | None]:
         now = time.monotonic()
         if not path:
             return cgstats.CgroupStats(timestamp_ns=time.time_ns(), exists=False), None
         with self._lock:
             entry = self._fresh(self._cgroups, path, now)
             previous = self._cgroups.get(path)
-        if entry is not None:
+        if entry is not None and (entry.value.full or not full):
             return entry.value, entry.nano_cores
-        stats = self.reader.read(path)
+        stats = self.reader.read(path, full=full)
         cores = None
         if previous is not None:
             cores = _rate(previous.value, stats)
@@ -153,14 +158,14 @@ class Sampler:
                 self._cgroups[path] = _Entry(at=now, used=now, value=stats, nano_cores=cores)
         return stats, cores
 
-    def _container(self, rec: ContainerRecord, fs: fsinfo.FsInfo | None) -> ContainerReading:
+    def _container(self, rec: ContainerRecord, fs: fsinfo.FsInfo | None, full: bool) -> ContainerReading:
         if rec.exited or not rec.cgroup_path:
             cg, cores = cgstats.CgroupStats(timestamp_ns=time.time_ns(), exists=False), None
         else:
-            cg, cores = self._cgroup(rec.cgroup_path)
+            cg, cores = self._cgroup(rec.cgroup_path, full)
         return ContainerReading(container=rec, cgroup=cg, nano_cores=cores, fs=self._writable(rec, fs),
                                 open_files_limit=cgstats.soft_open_files_limit(rec.pid)
-                                if rec.running and rec.pid > 0 else None)
+                                if full and rec.running and rec.pid > 0 else None)
 
     def _writable(self, rec: ContainerRecord, fs: fsinfo.FsInfo | None) -> FsReading:
         now = time.monotonic()

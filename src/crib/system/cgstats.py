@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _UNLIMITED = 1 << 62  # v1 reports "no limit" as a page-rounded LLONG_MAX
+_READ_SIZE = 65536
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +84,7 @@ class CgroupStats:
 
     timestamp_ns: int
     exists: bool = True
+    full: bool = True  # False: only what stats need was read (CgroupReader.read)
     # cpu, in nanoseconds
     cpu_usage_ns: int | None = None
     cpu_user_ns: int | None = None
@@ -148,13 +150,15 @@ def read_text(path: str) -> str | None:
     except OSError:
         return None
     try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks).decode(errors="replace")
+        # cgroup and proc files hand a whole seq_file page set to one large read: a short read is the end
+        # (saves a syscall per file, which is most of a reading's cost).
+        data = os.read(fd, _READ_SIZE)
+        if len(data) == _READ_SIZE:
+            chunks = [data]
+            while chunk := os.read(fd, _READ_SIZE):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data.decode(errors="replace")
     except OSError:
         return None
     finally:
@@ -337,11 +341,16 @@ class CgroupReader:
         else:
             self.hugetlb = self._hugetlb is not None and bool(self.hugepage_sizes)
 
-    def read(self, cgroup: str) -> CgroupStats:
-        """One reading of a cgroup (children included); exists=False when the cgroup is gone."""
+    def read(self, cgroup: str, *, full: bool = True) -> CgroupStats:
+        """One reading of a cgroup (children included); exists=False when the cgroup is gone.
+
+        full=False reads only what stats report (CPU time, memory, swap, process count, PSI: 6 to 9 files);
+        full=True adds what metrics also show (CPU split and throttling, the memory breakdown, limits,
+        threads, open files, block I/O, huge pages: 24 files on v1).
+        """
         rel = "/" + cgroup.strip("/") if cgroup.strip("/") else ""
         now = time.time_ns()
-        return self._read_v2(rel, now) if self.v2 else self._read_v1(rel, now)
+        return self._read_v2(rel, now, full) if self.v2 else self._read_v1(rel, now, full)
 
     def _psi(self, rel: str) -> dict[str, Psi]:
         if not self.psi:
@@ -353,7 +362,7 @@ class CgroupReader:
                 out[kind] = parsed
         return out
 
-    def _read_v1(self, rel: str, now: int) -> CgroupStats:
+    def _read_v1(self, rel: str, now: int, full: bool) -> CgroupStats:
         def f(base: str | None, name: str) -> str | None:
             return None if base is None else read_text(f"{base}{rel}/{name}")
 
@@ -361,53 +370,54 @@ class CgroupReader:
         if procs is None:
             return CgroupStats(timestamp_ns=now, exists=False)
         pids = _pids(procs)
-        cpuacct_stat = _kv(f(self._cpuacct, "cpuacct.stat"))
-        cpu_stat = _kv(f(self._cpu, "cpu.stat"))
         stat = _kv(f(self._memory, "memory.stat"))
         usage = _int(f(self._memory, "memory.usage_in_bytes"))
-        quota = _int(f(self._cpu, "cpu.cfs_quota_us"))
         inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+        limit = _limit(_int(f(self._memory, "memory.limit_in_bytes")))
+        memsw = _limit(_int(f(self._memory, "memory.memsw.limit_in_bytes")))
+        basic = CgroupStats(
+            timestamp_ns=now, full=False, pids=pids, psi=self._psi(rel),
+            cpu_usage_ns=_int(f(self._cpuacct, "cpuacct.usage")),
+            memory_usage=usage, memory_working_set=None if usage is None else max(0, usage - inactive),
+            memory_rss=stat.get("total_rss"), memory_cache=stat.get("total_cache"),
+            memory_mapped_file=stat.get("total_mapped_file"),
+            memory_swap=stat.get("total_swap", 0 if stat else None),
+            pgfault=stat.get("pgfault"), pgmajfault=stat.get("pgmajfault"),
+            pgfault_hierarchy=stat.get("total_pgfault"), pgmajfault_hierarchy=stat.get("total_pgmajfault"),
+            memory_limit=limit, memory_swap_limit=memsw,
+            swap_limit=None if memsw is None or limit is None else max(0, memsw - limit))
+        if not full:
+            return basic
+        cpuacct_stat = _kv(f(self._cpuacct, "cpuacct.stat"))
+        cpu_stat = _kv(f(self._cpu, "cpu.stat"))
+        quota = _int(f(self._cpu, "cpu.cfs_quota_us"))
         fds, sockets = process_files(pids)
         hugetlb = tuple(Hugetlb(page_size=size,
                                 usage=_int(f(self._hugetlb, f"hugetlb.{size}.usage_in_bytes")) or 0,
                                 max_usage=_int(f(self._hugetlb, f"hugetlb.{size}.max_usage_in_bytes")))
-                        for size in self.hugepage_sizes)
+                        for size in self.hugepage_sizes) if self._hugetlb else ()
         tick = 1_000_000_000 // _CLK_TCK
-        limit = _limit(_int(f(self._memory, "memory.limit_in_bytes")))
-        memsw = _limit(_int(f(self._memory, "memory.memsw.limit_in_bytes")))
-        return CgroupStats(
-            timestamp_ns=now,
-            cpu_usage_ns=_int(f(self._cpuacct, "cpuacct.usage")),
+        return dataclasses.replace(
+            basic, full=True,
             cpu_user_ns=cpuacct_stat["user"] * tick if "user" in cpuacct_stat else None,
             cpu_system_ns=cpuacct_stat["system"] * tick if "system" in cpuacct_stat else None,
             cpu_periods=cpu_stat.get("nr_periods"), cpu_throttled_periods=cpu_stat.get("nr_throttled"),
             cpu_throttled_ns=cpu_stat.get("throttled_time"),
-            memory_usage=usage, memory_max_usage=_int(f(self._memory, "memory.max_usage_in_bytes")),
-            memory_working_set=None if usage is None else max(0, usage - inactive),
-            memory_rss=stat.get("total_rss"), memory_cache=stat.get("total_cache"),
-            memory_mapped_file=stat.get("total_mapped_file"),
+            memory_max_usage=_int(f(self._memory, "memory.max_usage_in_bytes")),
             memory_kernel=_int(f(self._memory, "memory.kmem.usage_in_bytes")),
-            memory_swap=stat.get("total_swap", 0 if stat else None),
             memory_failcnt=_int(f(self._memory, "memory.failcnt")),
-            pgfault=stat.get("pgfault"), pgmajfault=stat.get("pgmajfault"),
-            pgfault_hierarchy=stat.get("total_pgfault"), pgmajfault_hierarchy=stat.get("total_pgmajfault"),
             oom_kills=_kv(f(self._memory, "memory.oom_control")).get("oom_kill"),
             cpu_shares=_int(f(self._cpu, "cpu.shares")),
             cpu_quota_us=quota if quota is not None and quota > 0 else None,
             cpu_period_us=_int(f(self._cpu, "cpu.cfs_period_us")),
-            memory_limit=limit,
             memory_reservation=_limit(_int(f(self._memory, "memory.soft_limit_in_bytes"))),
-            memory_swap_limit=memsw,
-            swap_limit=None if memsw is None or limit is None else max(0, memsw - limit),
-            pids_limit=_max_value(f(self._pids, "pids.max")),
-            pids=pids, threads=_lines(f(self._tasks, "tasks")),
-            pids_current=_int(f(self._pids, "pids.current")),
-            file_descriptors=fds, sockets=sockets,
+            pids_limit=_max_value(f(self._pids, "pids.max")), threads=_lines(f(self._tasks, "tasks")),
+            pids_current=_int(f(self._pids, "pids.current")), file_descriptors=fds, sockets=sockets,
             io=_named(parse_blkio(f(self._blkio, "blkio.throttle.io_service_bytes_recursive"),
                                   f(self._blkio, "blkio.throttle.io_serviced_recursive"))),
-            psi=self._psi(rel), hugetlb=hugetlb if self._hugetlb else ())
+            hugetlb=hugetlb)
 
-    def _read_v2(self, rel: str, now: int) -> CgroupStats:
+    def _read_v2(self, rel: str, now: int, full: bool) -> CgroupStats:
         base = f"{self._root}{rel}"
 
         def f(name: str) -> str | None:
@@ -419,12 +429,29 @@ class CgroupReader:
         pids = _pids(procs)
         cpu = _kv(f("cpu.stat"))
         stat = _kv(f("memory.stat"))
-        events = _kv(f("memory.events"))
         usage = _int(f("memory.current"))
+        swap_max = _max_value(f("memory.swap.max"))
+        usec = cpu.get("usage_usec")
+        basic = CgroupStats(
+            timestamp_ns=now, full=False, pids=pids, psi=self._psi(rel),
+            cpu_usage_ns=None if usec is None else usec * 1000,
+            cpu_user_ns=cpu["user_usec"] * 1000 if "user_usec" in cpu else None,
+            cpu_system_ns=cpu["system_usec"] * 1000 if "system_usec" in cpu else None,
+            cpu_periods=cpu.get("nr_periods"), cpu_throttled_periods=cpu.get("nr_throttled"),
+            cpu_throttled_ns=cpu["throttled_usec"] * 1000 if "throttled_usec" in cpu else None,
+            memory_usage=usage,
+            memory_working_set=None if usage is None else max(0, usage - stat.get("inactive_file", 0)),
+            memory_rss=stat.get("anon"), memory_cache=stat.get("file"),
+            memory_mapped_file=stat.get("file_mapped"),
+            memory_swap=_int(f("memory.swap.current")),
+            pgfault=stat.get("pgfault"), pgmajfault=stat.get("pgmajfault"),
+            pgfault_hierarchy=stat.get("pgfault"), pgmajfault_hierarchy=stat.get("pgmajfault"),
+            memory_limit=_max_value(f("memory.max")), memory_swap_limit=swap_max, swap_limit=swap_max)
+        if not full:
+            return basic
+        events = _kv(f("memory.events"))
         quota, _, period = (f("cpu.max") or "").strip().partition(" ")
         weight = _int(f("cpu.weight"))
-        swap = _int(f("memory.swap.current"))
-        swap_max = _max_value(f("memory.swap.max"))
         kernel = stat.get("kernel")
         if kernel is None and "kernel_stack" in stat:
             kernel = stat.get("kernel_stack", 0) + stat.get("slab", 0) + stat.get("sock", 0) + \
@@ -432,31 +459,16 @@ class CgroupReader:
         fds, sockets = process_files(pids)
         hugetlb = tuple(Hugetlb(page_size=size, usage=_int(f(f"hugetlb.{size}.current")) or 0)
                         for size in self.hugepage_sizes) if self.hugetlb else ()
-        usec = cpu.get("usage_usec")
-        return CgroupStats(
-            timestamp_ns=now,
-            cpu_usage_ns=None if usec is None else usec * 1000,
-            cpu_user_ns=cpu["user_usec"] * 1000 if "user_usec" in cpu else None,
-            cpu_system_ns=cpu["system_usec"] * 1000 if "system_usec" in cpu else None,
-            cpu_periods=cpu.get("nr_periods"), cpu_throttled_periods=cpu.get("nr_throttled"),
-            cpu_throttled_ns=cpu["throttled_usec"] * 1000 if "throttled_usec" in cpu else None,
-            memory_usage=usage, memory_max_usage=_int(f("memory.peak")),
-            memory_working_set=None if usage is None else max(0, usage - stat.get("inactive_file", 0)),
-            memory_rss=stat.get("anon"), memory_cache=stat.get("file"),
-            memory_mapped_file=stat.get("file_mapped"),
-            memory_kernel=kernel, memory_swap=swap, memory_failcnt=events.get("max"),
-            pgfault=stat.get("pgfault"), pgmajfault=stat.get("pgmajfault"),
-            pgfault_hierarchy=stat.get("pgfault"), pgmajfault_hierarchy=stat.get("pgmajfault"),
-            oom_kills=events.get("oom_kill"),
-            # The inverse of the shares -> weight conversion that runc and crib's set_limits apply.
+        return dataclasses.replace(
+            basic, full=True, memory_max_usage=_int(f("memory.peak")), memory_kernel=kernel,
+            memory_failcnt=events.get("max"), oom_kills=events.get("oom_kill"),
+            # The inverse of the shares -> weight conversion that runc and crib's write_limits apply.
             cpu_shares=None if weight is None else 2 + ((weight - 1) * 262142) // 9999,
             cpu_quota_us=_int(quota) if quota not in ("", "max") else None,
             cpu_period_us=_int(period) if period else None,
-            memory_limit=_max_value(f("memory.max")), memory_reservation=_int(f("memory.low")) or None,
-            memory_swap_limit=swap_max, swap_limit=swap_max, pids_limit=_max_value(f("pids.max")),
-            pids=pids, threads=_lines(f("cgroup.threads")), pids_current=_int(f("pids.current")),
-            file_descriptors=fds, sockets=sockets, io=_named(parse_io_stat(f("io.stat"))), psi=self._psi(rel),
-            hugetlb=hugetlb)
+            memory_reservation=_int(f("memory.low")) or None, pids_limit=_max_value(f("pids.max")),
+            threads=_lines(f("cgroup.threads")), pids_current=_int(f("pids.current")),
+            file_descriptors=fds, sockets=sockets, io=_named(parse_io_stat(f("io.stat"))), hugetlb=hugetlb)
 
 
 __all__ = ["CgroupReader", "CgroupStats", "DeviceIo", "Hugetlb", "Psi", "block_device", "hugepage_sizes",
