@@ -190,6 +190,30 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NriConfig:
+    """NRI (Node Resource Interface): plugins that see and adjust pods and containers, as in containerd 2."""
+
+    enable: bool = _doc("Run NRI: plugins connecting to socket_path or started from plugin_path see every "
+                        "pod and container and may adjust them. Costs nothing while no plugin is connected.",
+                        default=True)
+    socket_path: str = _doc("Unix socket external NRI plugins connect to.", default="/var/run/nri/nri.sock")
+    plugin_path: str = _doc("Pre-installed plugins crib starts: executables named <two-digit index>-<name>.",
+                            default="/opt/nri/plugins")
+    plugin_config_path: str = _doc("Configuration of pre-installed plugins: <index>-<name>.conf or "
+                                   "<name>.conf.", default="/etc/nri/conf.d")
+    registration_timeout: Duration = _doc(
+        "Bound on each step of a plugin joining (registration, configuration, synchronization).",
+        default=Duration(5.0))
+    request_timeout: Duration = _doc(
+        "Bound on a plugin's answer to one event; a plugin that misses it is disconnected and the operation "
+        "goes on without it.", default=Duration(2.0))
+    disable_connections: bool = _doc(
+        "Accept no external plugin connections (pre-installed plugins still run).", default=False)
+    cdi_spec_dirs: list[str] = _doc("CDI spec directories for devices NRI plugins inject; a later one wins.",
+                                    default_factory=lambda: ["/etc/cdi", "/var/run/cdi"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     root: str = _doc("Persistent data: images, layers, state database.", default="/var/lib/crib")
     runroot: str = _doc("Volatile state: sockets, pinned namespaces, runtime state.", default="/run/crib")
@@ -201,6 +225,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    nri: NriConfig = field(default_factory=NriConfig)
 
     @property
     def socket_path(self) -> str:
@@ -390,6 +415,11 @@ def _validate(cfg: Config, sources: str) -> None:
         fail("metrics.tls_ca (client certificates) needs metrics.tls_cert and metrics.tls_key too")
     if cfg.metrics.max_age < 0:
         fail("metrics.max_age must be 0 or more")
+    if not cfg.nri.socket_path.startswith("/"):
+        fail(f"nri.socket_path {cfg.nri.socket_path!r} must be an absolute path")
+    for key in ("registration_timeout", "request_timeout"):
+        if getattr(cfg.nri, key) <= 0:
+            fail(f"nri.{key} must be more than 0")
     if not 0 <= cfg.stream.port <= 65535:
         fail(f"stream.port {cfg.stream.port} must be between 0 and 65535")
     if bool(cfg.stream.tls_cert) != bool(cfg.stream.tls_key):
@@ -528,6 +558,7 @@ __all__ = [
     "ImageConfig",
     "MetricsConfig",
     "NetworkConfig",
+    "NriConfig",
     "RuntimeConfig",
     "StreamConfig",
     "default",

@@ -68,6 +68,13 @@ class ExternalCommandError(CribError):
         self.stderr = stderr
 
 
+class PluginError(CribError):
+    """A node plugin (NRI) refused or failed a lifecycle step, or two plugins' adjustments conflict.
+
+    The message names the plugin(s); the operation was undone as if it had failed on its own.
+    """
+
+
 class ConfigError(CribError):
     """The configuration cannot be used; raised at start-up, never from a request."""
 
@@ -82,6 +89,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
+    "PluginError",
     "ResourceExhausted",
     "Unauthenticated",
     "Unavailable",

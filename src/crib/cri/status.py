@@ -24,6 +24,8 @@ CODES: dict[type[errors.CribError], grpc.StatusCode] = {
     # A program crib runs failed: the request was well-formed, the node could not carry it out.
     errors.ExternalCommandError: grpc.StatusCode.UNKNOWN,
     errors.ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+    # What a plugin said is passed on; like containerd, the code does not claim to know why it refused.
+    errors.PluginError: grpc.StatusCode.UNKNOWN,
     errors.CribError: grpc.StatusCode.UNKNOWN,
 }
 
