@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crib import __version__, log
 from crib.config import Config
@@ -24,13 +24,17 @@ from crib.cri.image_servicer import ImageExtServicer, ImageServicer, ext_handler
 from crib.cri.runtime_servicer import RuntimeServicer
 from crib.cri.server import build_server
 from crib.errors import ConfigError, CribError
+from crib.hooks import NO_HOOKS
 from crib.images import ImageService
 from crib.network import CNIManager
-from crib.node import Node, StreamBackend, build_node
+from crib.node import Node, PluginAccess, StreamBackend, build_node
 from crib.runtime import Health
 from crib.state import Database
 from crib.streaming import StreamServer
 from crib.system import ns
+
+if TYPE_CHECKING:
+    from crib.nri import NriRuntime
 
 _log = log.get(__name__)
 
@@ -120,12 +124,18 @@ async def _serve_locked(cfg: Config) -> None:
         try:
             # Pods and containers are restored before serving: creations a crash cut are undone (CNI DEL
             # included, hence after network.start) and exits that happened while down are recorded.
-            node = await build_node(cfg, db, network, images)
+            nri = _nri(cfg)
+            node = await build_node(cfg, db, network, images, hooks=nri or NO_HOOKS)
             await _reconcile_network(network, node)
             images.set_users(node.containers)
             try:
+                if nri is not None:  # before serving: pre-installed plugins see the first request
+                    nri.bind(PluginAccess(node))
+                    await nri.start()
                 await _serve_with(cfg, health, network, images, node)
             finally:
+                if nri is not None:
+                    await nri.close()
                 await node.close()
         finally:
             await network.stop()
@@ -133,6 +143,15 @@ async def _serve_locked(cfg: Config) -> None:
         ns.stop_helper()
         await images.close()
         db.close()
+
+
+def _nri(cfg: Config) -> NriRuntime | None:
+    """The NRI runtime when `[nri] enable` is set; when it is not, nothing of crib.nri is even imported."""
+    if not cfg.nri.enable:
+        return None
+    from crib.nri import NriRuntime
+
+    return NriRuntime(cfg.nri)
 
 
 async def _reconcile_network(network: CNIManager, node: Node) -> None:

@@ -7,15 +7,19 @@ watcher and the gRPC server. Shutdown stops the watcher and touches no container
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from crib import log
 from crib.config import Config
 from crib.containers import ContainerDeps, ContainerService, EventBus, ImageSource
 from crib.containers.hostfacts import probe
+from crib.hooks import NO_HOOKS, LifecycleHooks
 from crib.metrics import Sampler, ops
 from crib.network import PodNetwork
 from crib.runtime import handlers
@@ -26,6 +30,7 @@ from crib.runtime.runc import Runc
 from crib.sandbox import SandboxDeps, SandboxService
 from crib.state.db import Database
 from crib.state.pending import KeyedLocks
+from crib.state.records import ContainerRecord, Phase, SandboxRecord
 from crib.state.store import RuntimeStore
 from crib.streaming import Attachment, AttachRequest, Dialer, ExecRequest, PortForwardRequest, Process
 from crib.system.cgroups import Cgroups
@@ -87,8 +92,12 @@ def _prepare_dirs(cfg: Config, layout: Layout) -> None:
             os.replace(tmp, target)
 
 
-async def build_node(cfg: Config, db: Database, network: PodNetwork, images: ImageSource) -> Node:
-    """Construct and restore the pod and container services; see the module note."""
+async def build_node(cfg: Config, db: Database, network: PodNetwork, images: ImageSource,
+                     hooks: LifecycleHooks = NO_HOOKS) -> Node:
+    """Construct and restore the pod and container services; see the module note.
+
+    hooks: what the lifecycles tell node plugins (the NRI runtime when it is on).
+    """
     layout = Layout(Path(cfg.root), Path(cfg.runroot))
     _prepare_dirs(cfg, layout)
     store = RuntimeStore(db)
@@ -102,12 +111,13 @@ async def build_node(cfg: Config, db: Database, network: PodNetwork, images: Ima
     problem = await handlers.userns_problem(layout.root / "layers", layout.userns(".probe"), layout.runroot)
     features = {name: await handlers.probe(r, userns_problem=problem) for name, r in runcs.items()}
     deps = SandboxDeps(cfg=cfg, layout=layout, store=store, cgroups=cgroups, network=network,
-                       monitor=monitor, runcs=runcs, locks=locks, host=host, features=features)
+                       monitor=monitor, runcs=runcs, locks=locks, host=host, features=features,
+                       hooks=hooks)
     sandboxes = SandboxService(deps)
     containers = ContainerService(ContainerDeps(
         cfg=cfg, layout=layout, store=store, cgroups=cgroups, monitor=monitor, runcs=runcs, locks=locks,
         images=images, host=host, sandboxes=sandboxes, events=EventBus(),
-        sampler=Sampler(cgroups=cgroups, layout=layout, max_age=float(cfg.metrics.max_age))))
+        sampler=Sampler(cgroups=cgroups, layout=layout, max_age=float(cfg.metrics.max_age)), hooks=hooks))
     deps.containers = containers
     await containers.restore()
     await sandboxes.restore()
@@ -125,4 +135,32 @@ async def build_node(cfg: Config, db: Database, network: PodNetwork, images: Ima
     return Node(layout=layout, store=store, sandboxes=sandboxes, containers=containers, watcher=watcher)
 
 
-__all__ = ["Node", "StreamBackend", "build_node"]
+class PluginAccess:
+    """What node plugins (crib.nri.NodeAccess) may see of and do to the node."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def pods(self) -> Iterable[SandboxRecord]:
+        return [p for p in self._node.store.sandboxes.values() if p.phase is Phase.CREATED]
+
+    def containers(self) -> Iterable[ContainerRecord]:
+        return [c for c in self._node.store.containers.values() if c.phase is Phase.CREATED]
+
+    def spec(self, container_id: str) -> dict[str, Any] | None:
+        try:
+            path = self._node.layout.bundle(container_id) / "config.json"
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+    async def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        await self._node.containers.update_linux(container_id, resources)
+
+    async def evict(self, container_id: str, reason: str) -> None:
+        log.event(_log, 30, "evicting container", container=container_id, reason=reason)
+        await self._node.containers.stop(container_id, 0.0)
+
+
+__all__ = ["Node", "PluginAccess", "StreamBackend", "build_node"]

@@ -2,7 +2,8 @@
 
     resolve image (and image volumes) -> record CREATING (reserves the name) -> writable layer dirs ->
     overlay rootfs -> image volumes mounted read-only -> passwd/group, VOLUME dirs, devices -> config.json
-    (crib.oci) -> conmon + runc create (conmon placed in the pod's cgroup first) -> record CREATED
+    (crib.oci, then plugins' adjustments: NRI) -> conmon + runc create (conmon placed in the pod's cgroup
+    first) -> record CREATED
 
 A failure anywhere runs the undos in reverse and leaves nothing: no mount, no directory, no conmon, no
 runc state, no row. Each step ends with a failpoint so that the tests can prove it.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -25,6 +27,7 @@ from crib.containers import idmapped, imagevols
 from crib.containers import inputs as gather
 from crib.containers.deps import ContainerDeps
 from crib.errors import FailedPrecondition
+from crib.hooks import ContainerStep
 from crib.rootfs import overlay
 from crib.rootfs.overlay import Rootfs
 from crib.runtime import conmon, exits
@@ -125,6 +128,8 @@ async def create(deps: ContainerDeps, rec: ContainerRecord, sandbox: SandboxReco
 
         spec = await asyncio.to_thread(_build_spec, deps, rec, info, config, sandbox_config, image, fs,
                                        sources)
+        undo.push("plugins", functools.partial(deps.hooks.container, ContainerStep.REMOVE, rec))
+        spec = await deps.hooks.adjust(rec, spec)  # still CREATING: not listed, not found by status
         _check_propagation(spec, config.metadata.name)
         (bundle / "config.json").write_text(json.dumps(spec))
         failpoints.hit("container.spec")

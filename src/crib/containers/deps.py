@@ -8,6 +8,7 @@ from pathlib import Path
 
 from crib.config import Config
 from crib.containers.events import EventBus
+from crib.hooks import NO_HOOKS, LifecycleHooks
 from crib.metrics import Sampler
 from crib.oci import HostFacts
 from crib.runtime.conmon import Monitor
@@ -44,6 +45,7 @@ class ContainerDeps:
     sandboxes: SandboxService
     events: EventBus
     sampler: Sampler
+    hooks: LifecycleHooks = NO_HOOKS  # node plugins (NRI); NO_HOOKS when off
 
 
 __all__ = ["ContainerDeps", "ImageSource"]

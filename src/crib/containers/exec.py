@@ -14,6 +14,7 @@ from crib import oci
 from crib.containers.create import resources_record
 from crib.containers.deps import ContainerDeps
 from crib.errors import DeadlineExceeded, FailedPrecondition
+from crib.hooks import ContainerStep
 from crib.runtime import conmon
 from crib.runtime.runc import ExecResult, InteractiveExec
 from crib.state.records import ContainerRecord
@@ -95,12 +96,28 @@ async def update_resources(deps: ContainerDeps, rec: ContainerRecord, resources:
     if rec.exited:
         raise FailedPrecondition(f"UpdateContainerResources: container {rec.meta_name} has exited")
     linux = oci.linux_resources(resources, container=rec.meta_name, host=deps.host)
+    linux = await deps.hooks.update(rec, linux)
+    await apply_linux_resources(deps, rec, linux)
+    applied = {"oomScoreAdj": rec.resources.oom_score_adj if rec.resources else resources.oom_score_adj}
+    rec = deps.store.put_container(dataclasses.replace(rec, resources=resources_record(resources, applied)))
+    await deps.hooks.container(ContainerStep.POST_UPDATE, rec)
+    return rec
+
+
+async def apply_linux_resources(deps: ContainerDeps, rec: ContainerRecord, linux: dict[str, Any]) -> None:
+    """`runc update` with OCI linux.resources (only the fields given change), kept in config.json too."""
+    if rec.exited:
+        raise FailedPrecondition(f"container {rec.meta_name} ({rec.id[:12]}) has exited; its resources "
+                                 "cannot change")
     await deps.runcs[rec.runtime_handler].update(rec.id, linux)
     spec = _spec(deps, rec)
-    spec.setdefault("linux", {}).setdefault("resources", {}).update(linux)
+    current = spec.setdefault("linux", {}).setdefault("resources", {})
+    for key, value in linux.items():
+        if isinstance(value, dict) and isinstance(current.get(key), dict):
+            current[key].update(value)
+        else:
+            current[key] = value
     (deps.layout.bundle(rec.id) / "config.json").write_text(json.dumps(spec))
-    applied = {"oomScoreAdj": rec.resources.oom_score_adj if rec.resources else resources.oom_score_adj}
-    return deps.store.put_container(dataclasses.replace(rec, resources=resources_record(resources, applied)))
 
 
 async def reopen_log(deps: ContainerDeps, rec: ContainerRecord) -> None:
@@ -130,4 +147,5 @@ def _exists(path: Path) -> bool:
     return path.exists()
 
 
-__all__ = ["attach", "exec_attached", "exec_sync", "reopen_log", "require_running", "update_resources"]
+__all__ = ["apply_linux_resources", "attach", "exec_attached", "exec_sync", "reopen_log", "require_running",
+           "update_resources"]

@@ -23,6 +23,7 @@ from crib.containers.deps import ContainerDeps
 from crib.containers.events import ContainerEvent, EventKind
 from crib.containers.stop import terminate
 from crib.errors import FailedPrecondition, InvalidArgument, NotFound
+from crib.hooks import ContainerStep
 from crib.metrics import ContainerReading, PodReading
 from crib.rootfs import overlay
 from crib.rootfs.overlay import Rootfs
@@ -96,6 +97,7 @@ class ContainerService:
             async with self.deps.locks.hold(cid):
                 rec = await create_mod.create(self.deps, rec, sandbox, config, sandbox_config, image, volumes)
             log.event(_log, 20, "container created", container=cid, name=name, pid=rec.pid)
+            await self.deps.hooks.container(ContainerStep.POST_CREATE, rec)
             self._publish(EventKind.CREATED, rec)
             claim.done(cid)
             return cid
@@ -110,15 +112,19 @@ class ContainerService:
                 state = "running" if rec.running else "exited" if rec.exited else rec.phase.value
                 raise FailedPrecondition(f"container {rec.meta_name} ({cid[:12]}) is {state}; only a "
                                          "created container can be started")
+            await self.deps.hooks.container(ContainerStep.START, rec)
             at = time.time_ns()
             self._starting[cid] = []
             try:
                 await self.deps.runcs[rec.runtime_handler].start(cid)
                 rec = self.deps.store.put_container(dataclasses.replace(self.get(cid), started_at=at))
                 self._publish(EventKind.STARTED, rec)
+                await self.deps.hooks.container(ContainerStep.POST_START, rec)
             finally:
                 if self._starting.pop(cid, None):  # it exited meanwhile: its record has both times now
-                    self._publish(EventKind.STOPPED, self.get(cid))
+                    stopped = self.get(cid)
+                    self.deps.hooks.exited(stopped)
+                    self._publish(EventKind.STOPPED, stopped)
 
     async def stop(self, container_id: str, timeout: float) -> None:
         """StopContainer; succeeds for a container already stopped or unknown, as CRI requires."""
@@ -145,6 +151,7 @@ class ContainerService:
                 with contextlib.suppress(Exception):
                     await terminate(self.deps, rec, 0.0, self._wait_exit)
             await self._purge(rec)
+            await self.deps.hooks.container(ContainerStep.REMOVE, rec)
         self._exited.pop(cid, None)
         self._publish(EventKind.DELETED, rec)
 
@@ -191,6 +198,7 @@ class ContainerService:
         if rec.id in self._starting:
             self._starting[rec.id].append(rec)
         else:
+            self.deps.hooks.exited(rec)
             self._publish(EventKind.STOPPED, rec)
 
     async def _wait_exit(self, cid: str, timeout: float) -> bool:
@@ -231,9 +239,13 @@ class ContainerService:
         raise NotFound(f"container {container_id} not found")
 
     def get(self, container_id: str) -> ContainerRecord:
+        """A container's record; one still being created is not found (CRI: invisible until created)."""
         cid = self.resolve(container_id)
         assert cid is not None
-        return self.deps.store.containers[cid]
+        rec = self.deps.store.containers[cid]
+        if rec.phase is Phase.CREATING:
+            raise NotFound(f"container {cid} not found (it is still being created)")
+        return rec
 
     def find(self, *, id_prefix: str = "", sandbox_prefix: str = "", state: str = "",
              labels: Mapping[str, str] | None = None) -> list[ContainerRecord]:
@@ -289,6 +301,12 @@ class ContainerService:
         cid = self._resolve(container_id)
         async with self.deps.locks.hold(cid):
             await exec_mod.update_resources(self.deps, self.get(cid), resources)
+
+    async def update_linux(self, container_id: str, linux: dict[str, Any]) -> None:
+        """Set OCI linux.resources fields on a running container (updates node plugins ask for)."""
+        cid = self._resolve(container_id)
+        async with self.deps.locks.hold(cid):
+            await exec_mod.apply_linux_resources(self.deps, self.get(cid), linux)
 
     async def reopen_log(self, container_id: str) -> None:
         await exec_mod.reopen_log(self.deps, self.get(container_id))

@@ -3,7 +3,7 @@
     record CREATING (reserves the name) -> run dir -> cgroup parent -> pinned net/IPC/UTS namespaces
     (hostname, loopback, sysctls set inside; for a user-namespaced pod the user namespace first, owning
     them) -> hostname, hosts, resolv.conf -> /dev/shm tmpfs -> PID-namespace holder (pid mode POD) and
-    CNI ADD, side by side -> record CREATED
+    CNI ADD, side by side -> plugins' RunPodSandbox (NRI) -> record CREATED
 
 A user-namespaced pod's files (hostname, hosts, resolv.conf, the /dev/shm tmpfs) belong to the pod's root
 (the host ids its container id 0 maps to), so that root can use them like any pod's root; its log
@@ -34,6 +34,7 @@ from typing import Any
 
 from crib import failpoints, log
 from crib.errors import FailedPrecondition
+from crib.hooks import PodStep
 from crib.network import PodNetworkRequest, PortMapping
 from crib.sandbox import files, infra, policy, resources
 from crib.sandbox.deps import SandboxDeps
@@ -214,6 +215,9 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
                 files.write_atomic(rundir / "hosts", files.hosts(rec.hostname, status.ips),
                                    owner=pod_root(rec))
         failpoints.hit("sandbox.network")
+
+        undo.push("plugins", functools.partial(deps.hooks.pod, PodStep.REMOVE, rec))
+        await deps.hooks.pod(PodStep.RUN, rec)  # still CREATING: not listed, no container may join yet
 
         rec = deps.store.put_sandbox(dataclasses.replace(rec, phase=Phase.CREATED))
         undo.commit()

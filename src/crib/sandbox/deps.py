@@ -6,6 +6,7 @@ import typing
 from dataclasses import dataclass, field
 
 from crib.config import Config
+from crib.hooks import NO_HOOKS, LifecycleHooks
 from crib.network import PodNetwork
 from crib.oci import HostFacts
 from crib.runtime.conmon import Monitor
@@ -49,6 +50,7 @@ class SandboxDeps:
     features: dict[str, HandlerFeatures] = field(default_factory=dict)  # per handler, probed at start-up
     leaving: set[str] = field(default_factory=set)  # pods past the point of handing over cgroups
     containers: PodContainers = _NoContainers()  # noqa: RUF009 - stateless stand-in until wired
+    hooks: LifecycleHooks = NO_HOOKS  # node plugins (NRI); NO_HOOKS when off
 
     def runc(self, handler: str) -> Runc:
         return self.runcs[handler]

@@ -1,9 +1,11 @@
 """StopPodSandbox and RemovePodSandbox: every step idempotent, so both may be repeated, and a daemon
 restarted half-way (or cleaning up a pod it found still CREATING) runs the same steps again safely.
 
-Stop:   containers (stop signal, grace, SIGKILL) -> PID holder -> CNI DEL -> unmount /dev/shm
+Stop:   containers (stop signal, grace, SIGKILL) -> plugins' StopPodSandbox -> PID holder -> CNI DEL ->
+        unmount /dev/shm
 Remove: REMOVING -> containers removed -> stop's steps -> PID holder deleted -> unpin namespaces ->
-        run dir -> cgroup parents crib created (unless another pod still uses them) -> row deleted
+        run dir -> cgroup parents crib created (unless another pod still uses them) -> row deleted ->
+        plugins' RemovePodSandbox
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import shutil
 import time
 
 from crib import log
+from crib.hooks import PodStep
 from crib.sandbox import infra
 from crib.sandbox.create import network_request
 from crib.sandbox.deps import SandboxDeps
@@ -26,6 +29,7 @@ _log = log.get(__name__)
 async def stop(deps: SandboxDeps, rec: SandboxRecord) -> SandboxRecord:
     """Stop what the pod runs and release its network; the namespaces stay pinned until removal."""
     await deps.containers.stop_all(rec.id, float(deps.cfg.runtime.pod_stop_grace))
+    await deps.hooks.pod(PodStep.STOP, rec)  # once per pod, however often stop is repeated
     if rec.stopped_at == 0 and rec.phase is Phase.CREATED:  # NOTREADY from here on, even if release fails
         rec = deps.store.put_sandbox(dataclasses.replace(rec, stopped_at=time.time_ns()))
     await release(deps, rec)
@@ -48,6 +52,7 @@ async def remove(deps: SandboxDeps, rec: SandboxRecord) -> None:
         rec = deps.store.put_sandbox(dataclasses.replace(rec, phase=Phase.REMOVING))
     await deps.containers.remove_all(rec.id)
     await purge(deps, rec)
+    await deps.hooks.pod(PodStep.REMOVE, rec)
 
 
 async def purge(deps: SandboxDeps, rec: SandboxRecord) -> None:
