@@ -283,6 +283,8 @@ class NriRuntime:
             self._msgs.pop(rec.id, None)
             for coro in pending:
                 await self._quietly(coro, step.value)
+        elif step is ContainerStep.POST_START and rec.id in self._ctrs_stopped:
+            return  # it exited before `runc start` returned: its StopContainer went out already
         else:
             event = {ContainerStep.POST_CREATE: api.POST_CREATE_CONTAINER,
                      ContainerStep.POST_START: api.POST_START_CONTAINER,
