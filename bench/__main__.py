@@ -12,6 +12,7 @@ BENCHMARKS = {
     "node": ("bench.node", "100 pods x 3 containers, kubelet-like relists, stats and churn: CPU, p99, RSS"),
     "calls": ("bench.calls", "status and list calls at 1/100/500 objects: latency and daemon CPU per call"),
     "critest": ("bench.critest", "critest -benchmark (the official one), crib vs the test bed's containerd"),
+    "nri": ("bench.nri", "RunPodSandbox/CreateContainer: NRI off, on, on + a no-op plugin; containerd"),
     "network-watch": ("bench.network_watch", "CNI conf-dir watcher: poll cost, config fixed -> NetworkReady"),
     "streaming": ("bench.streaming", "exec round trip and stdout MiB/s, port-forward MiB/s and conn/s"),
     "cli": ("bench.cli", "start-up of `crib ps -q` vs `crictl ps -q`, whole process, same daemon"),
