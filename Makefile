@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 
 # What crib drives (runc, conmon, CNI plugins, catatonit, iptables, iproute2, util-linux) and what its tests
 # and benchmarks use (docker-registry, busybox-static, apache2-utils for htpasswd, containerd as the reference).
-DEBS := runc conmon containernetworking-plugins busybox-static catatonit docker-registry iptables iproute2 \
-        util-linux apache2-utils containerd python3-venv python3-dev gcc zstd openssl
+DEBS := runc runsc conmon containernetworking-plugins busybox-static catatonit docker-registry iptables \
+        iproute2 util-linux apache2-utils containerd python3-venv python3-dev gcc zstd openssl
 
 .PHONY: all deps venv run test unit integration lint proto proto-check bench clean-venv help
 

@@ -15,6 +15,7 @@ from crib.state.records import ImageConfig
 from tests.unit.test_oci_inputs import (
     CONTAINER,
     NODE,
+    POD,
     assert_runc_valid,
     char_device,
     container_config,
@@ -202,11 +203,11 @@ def test_infra_spec_host_modes() -> None:
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"sandbox_config": pod_config(pid=CONTAINER)}, "only exists for pods whose pid mode is POD"),
+    ({"sandbox_config": pod_config(pid=NODE)}, "node's PID namespace has no infra process"),
     ({"sandbox": sandbox_info(netns_path="")}, "network namespace path is missing"),
     ({"args": ()}, "infra args"),
     ({"sandbox": sandbox_info(cgroup_parent="pods.slice")}, "cgroupfs"),
-], ids=["pod-without-shared-pid", "missing-netns", "no-args", "systemd-parent"])
+], ids=["host-pid-pod", "missing-netns", "no-args", "systemd-parent"])
 def test_infra_spec_caller_errors(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_infra_spec(infra_inputs(**overrides))
@@ -225,3 +226,23 @@ def test_allowed_annotations(patterns: tuple[str, ...], kept: set[str]) -> None:
     own = {k for k in spec["annotations"] if k in ann.RESERVED}
     assert set(spec["annotations"]) - own == kept
     assert spec["annotations"][ann.CONTAINER_TYPE] == ann.CONTAINER_TYPE_CONTAINER  # never filtered out
+
+
+def test_sandboxed_handler_spec() -> None:
+    """gVisor: the hostname in the spec, no capability its kernel does not know, a PID namespace each."""
+    config = container_config(sc=api.LinuxContainerSecurityContext(
+        capabilities=api.Capability(add_capabilities=["ALL"]),
+        namespace_options=api.NamespaceOption(pid=POD)))
+    caps = host_facts().capabilities
+    sandboxed = build_container_spec(container_inputs(config, sandboxed=True))
+    assert sandboxed["hostname"] == "web-pod"
+    assert "CAP_PERFMON" not in sandboxed["process"]["capabilities"]["bounding"]
+    assert "CAP_AUDIT_READ" in sandboxed["process"]["capabilities"]["bounding"]
+    assert {"type": "pid"} in sandboxed["linux"]["namespaces"]
+    plain = build_container_spec(container_inputs(config))
+    assert "CAP_PERFMON" in caps
+    assert "hostname" not in plain
+    assert {"type": "pid", "path": "/proc/4242/ns/pid"} in plain["linux"]["namespaces"]
+    assert "CAP_PERFMON" in plain["process"]["capabilities"]["bounding"]
+    infra = build_infra_spec(infra_inputs(sandboxed=True, sandbox_config=pod_config(pid=CONTAINER)))
+    assert infra["hostname"] == "web-pod"

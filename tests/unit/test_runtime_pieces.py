@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from crib.containers.events import ContainerEvent, EventBus, EventKind
 from crib.containers.stop import stop_signal
+from crib.containers.usage import runtime_usage
 from crib.errors import ResourceExhausted
-from crib.runtime import conmon
+from crib.runtime import _sandbox_shim, conmon
 from crib.runtime.runc import Runc, runtime_message
 from crib.state.records import ContainerRecord
 
@@ -110,3 +113,51 @@ async def test_a_slow_subscriber_is_cut_off_without_blocking_publish() -> None:
     with pytest.raises(ResourceExhausted, match="fell 4 events behind"):
         await drain()
     assert bus.subscribers == 0
+
+
+RUNSC = Runc(handler="runsc", path="/usr/bin/runsc", root="/run/crib/runsc",
+             global_args=("--platform=ptrace", "--network=host"), sandboxed=True)
+
+
+def test_runtime_global_args_go_before_every_command() -> None:
+    assert RUNSC.argv("state", "c1") == ["/usr/bin/runsc", "--root", "/run/crib/runsc", "--platform=ptrace",
+                                         "--network=host", "state", "c1"]
+    argv = conmon.argv(MONITOR, _launch(runc=RUNSC))
+    runtime_args = [argv[i + 1] for i, a in enumerate(argv) if a == "--runtime-arg"]
+    # conmon runs the sandbox shim, which runs runsc with its root and global arguments.
+    assert argv[argv.index("-r") + 1] == sys.executable
+    assert runtime_args == ["-I", "-S", conmon.SANDBOX_SHIM, "/usr/bin/runsc", "--root=/run/crib/runsc",
+                            "--platform=ptrace", "--network=host"]
+    plain = conmon.argv(MONITOR, _launch())
+    assert plain[plain.index("-r") + 1] == "/usr/sbin/runc"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--bundle", "/b", "--pid-file", "/p", "c1"], "/b"),
+    (["--bundle=/b", "c1"], "/b"),
+    (["-bundle", "/b", "c1"], "/b"),
+    (["c1"], ""),
+], ids=["spaced", "equals", "go-single-dash", "absent"])
+def test_shim_reads_conmons_create_arguments(args: list[str], expected: str) -> None:
+    assert _sandbox_shim._option(args, "bundle") == expected
+
+
+@pytest.mark.parametrize(("annotations", "joins"), [
+    ({"io.kubernetes.cri.container-type": "container"}, True),
+    ({"io.kubernetes.cri.container-type": "sandbox"}, False),
+    ({}, False),
+], ids=["container", "sandbox", "none"])
+def test_shim_tells_a_joining_container(tmp_path: Path, annotations: dict[str, str], joins: bool) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"annotations": annotations}))
+    assert _sandbox_shim._joins_sandbox(str(tmp_path)) is joins
+    assert _sandbox_shim._joins_sandbox(str(tmp_path / "missing")) is False
+
+
+def test_runtime_usage_from_runsc_events() -> None:
+    data = {"cpu": {"usage": {"total": 362816344}}, "pids": {"current": 2},
+            "memory": {"cache": 1000, "usage": {"limit": 0, "usage": 749568, "failcnt": 0}}}
+    usage = runtime_usage(data)
+    assert (usage.cpu_ns, usage.memory_usage, usage.memory_working_set, usage.pids) == (
+        362816344, 749568, 748568, 2)
+    empty = runtime_usage({})
+    assert (empty.cpu_ns, empty.memory_usage, empty.pids) == (None, None, None)

@@ -181,7 +181,8 @@ def _build_spec(deps: ContainerDeps, rec: ContainerRecord, info: oci.SandboxInfo
         device_nodes=gather.device_nodes(config),
         target_pid_ns=gather.target_pid_ns(config, deps.store.containers),
         load_localhost=gather.localhost_loader(deps.cfg.runtime.seccomp_profile_root),
-        allowed_annotations=tuple(deps.cfg.runtime.handlers[rec.runtime_handler].allowed_annotations))
+        allowed_annotations=tuple(deps.cfg.runtime.handlers[rec.runtime_handler].allowed_annotations),
+        sandboxed=deps.runcs[rec.runtime_handler].sandboxed)
     spec: dict[str, Any] = oci.build_container_spec(inputs)
     return spec
 
@@ -212,6 +213,7 @@ def _place(deps: ContainerDeps, sandbox: SandboxRecord, pid: int) -> None:
 
 async def _delete_runtime(deps: ContainerDeps, cid: str, runc: Any, bundle: Path) -> None:
     """Undo of the conmon step (and part of removal): runc state, conmon, exit and attach files."""
+    conmon.shim_abort(bundle)
     conmon.kill_monitor(bundle)
     await runc.delete(cid, force=True)
     exits.forget(deps.layout.exits, cid)

@@ -29,9 +29,10 @@ from crib.rootfs import overlay
 from crib.rootfs.overlay import Rootfs
 from crib.runtime import conmon, exits
 from crib.runtime.exits import Exit
-from crib.runtime.runc import ExecResult, InteractiveExec, sweep_execs
+from crib.runtime.runc import RUNC_TIMEOUT, ExecResult, InteractiveExec, sweep_execs
 from crib.state.pending import PendingNames
 from crib.state.records import ContainerRecord, Phase, SandboxRecord
+from crib.system.cgstats import CgroupStats
 
 _log = log.get(__name__)
 T = TypeVar("T")
@@ -116,7 +117,10 @@ class ContainerService:
             at = time.time_ns()
             self._starting[cid] = []
             try:
-                await self.deps.runcs[rec.runtime_handler].start(cid)
+                runc = self.deps.runcs[rec.runtime_handler]
+                # A container joining its pod's sandbox (gVisor) is started by its shim (it holds the stdio).
+                if not await conmon.shim_start(self.deps.layout.bundle(cid), timeout=RUNC_TIMEOUT):
+                    await runc.start(cid)
                 rec = self.deps.store.put_container(dataclasses.replace(self.get(cid), started_at=at))
                 self._publish(EventKind.STARTED, rec)
                 await self.deps.hooks.container(ContainerStep.POST_START, rec)
@@ -159,6 +163,7 @@ class ContainerService:
         """Remove runc state, conmon leftovers, the rootfs and the row (idempotent)."""
         lay = self.deps.layout
         bundle = lay.bundle(rec.id)
+        conmon.shim_abort(bundle)
         conmon.kill_monitor(bundle)
         await self.deps.runcs[rec.runtime_handler].delete(rec.id, force=True)
         exits.forget(lay.exits, rec.id)
@@ -312,14 +317,38 @@ class ContainerService:
         await exec_mod.reopen_log(self.deps, self.get(container_id))
 
     async def stats(self, recs: list[ContainerRecord]) -> list[ContainerReading]:
-        return await usage.container_stats(self.deps.sampler, recs)
+        readings = await usage.container_stats(self.deps.sampler, recs)
+        return usage.with_runtime(readings, await self._runtime_stats(recs))
 
     async def pod_stats(self, sandboxes: list[SandboxRecord]) -> list[PodReading]:
-        return await usage.pod_stats(self.deps.sampler, self.deps.store, sandboxes)
+        return await self._with_runtime(await usage.pod_stats(self.deps.sampler, self.deps.store, sandboxes))
 
     async def metric_readings(self) -> list[PodReading]:
         """Readings for ListPodSandboxMetrics and the Prometheus scrape (ready pods, live containers)."""
-        return await usage.metric_readings(self.deps.sampler, self.deps.store)
+        return await self._with_runtime(await usage.metric_readings(self.deps.sampler, self.deps.store))
+
+    async def _with_runtime(self, pods: list[PodReading]) -> list[PodReading]:
+        runtime = await self._runtime_stats([c.container for pod in pods for c in pod.containers])
+        if not runtime:
+            return pods
+        return [dataclasses.replace(pod, containers=tuple(usage.with_runtime(list(pod.containers), runtime)))
+                for pod in pods]
+
+    async def _runtime_stats(self, recs: list[ContainerRecord]) -> dict[str, CgroupStats]:
+        """Counters of the running containers of sandboxed handlers, from the runtime (`events --stats`):
+        they run in the sandbox's kernel, not in host cgroups of their own. A container the runtime cannot
+        report on keeps its host reading (not an error)."""
+        wanted = [r for r in recs if r.running and self.deps.runcs[r.runtime_handler].sandboxed]
+
+        async def one(rec: ContainerRecord) -> tuple[str, CgroupStats | None]:
+            try:
+                return rec.id, usage.runtime_stats(await self.deps.runcs[rec.runtime_handler].stats(rec.id))
+            except Exception as exc:
+                log.event(_log, 10, "runtime stats unavailable", container=rec.id, error=str(exc)[:200])
+                return rec.id, None
+
+        found = await asyncio.gather(*(one(r) for r in wanted))
+        return {cid: stats for cid, stats in found if stats is not None}
 
     # ----------------------------------------------------------------------------------------- restore
 

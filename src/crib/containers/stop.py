@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from crib.containers.deps import ContainerDeps
 from crib.errors import DeadlineExceeded
+from crib.runtime import conmon
 from crib.state.records import ContainerRecord
 
 
@@ -36,6 +37,8 @@ async def terminate(deps: ContainerDeps, rec: ContainerRecord, grace: float,
         DeadlineExceeded: the container did not die within runtime.stop_timeout after SIGKILL.
     """
     runc = deps.runcs[rec.runtime_handler]
+    if rec.started_at == 0:  # a container never started in a sandbox has only its shim to end (conmon.py)
+        conmon.shim_abort(deps.layout.bundle(rec.id))
     if grace > 0:
         delivered = await runc.kill(rec.id, stop_signal(rec))
         if await wait_exit(rec.id, grace if delivered else 0.5):

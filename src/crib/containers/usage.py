@@ -8,11 +8,16 @@ and `crib top` all read through the one Sampler of the node, so a figure they sh
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import time
+from collections.abc import Mapping
+from typing import Any
 
 from crib.metrics import ContainerReading, PodReading, Sampler
 from crib.state.records import ContainerRecord, Phase, SandboxRecord
 from crib.state.store import RuntimeStore
+from crib.system.cgstats import CgroupStats
 
 
 def _created(store: RuntimeStore, sandbox_id: str) -> list[ContainerRecord]:
@@ -44,4 +49,23 @@ async def metric_readings(sampler: Sampler, store: RuntimeStore) -> list[PodRead
     return await asyncio.to_thread(functools.partial(sampler.pods, pods, full=True))
 
 
-__all__ = ["container_stats", "metric_readings", "pod_stats"]
+def runtime_stats(data: Mapping[str, Any]) -> CgroupStats:
+    """A container's counters from its runtime's own stats (`runsc events --stats`, runc's stats event
+    format): a sandboxed runtime runs containers in its sandbox's kernel, not in host cgroups of theirs."""
+    cpu, memory, pids = data.get("cpu") or {}, data.get("memory") or {}, data.get("pids") or {}
+    used = (memory.get("usage") or {}).get("usage")
+    cache = memory.get("cache")
+    return CgroupStats(timestamp_ns=time.time_ns(), cpu_usage_ns=(cpu.get("usage") or {}).get("total"),
+                       memory_usage=used, memory_cache=cache,
+                       memory_working_set=max(0, used - cache) if used is not None and cache is not None
+                       else used, pids_current=pids.get("current"))
+
+
+def with_runtime(readings: list[ContainerReading],
+                 runtime: Mapping[str, CgroupStats]) -> list[ContainerReading]:
+    """Readings with the runtime's counters in place of the host cgroup's where it gave some."""
+    return [dataclasses.replace(r, cgroup=runtime[r.container.id], nano_cores=None)
+            if r.container.id in runtime else r for r in readings]
+
+
+__all__ = ["container_stats", "metric_readings", "pod_stats", "runtime_stats", "with_runtime"]

@@ -27,6 +27,10 @@ ALL_CAPABILITIES: tuple[str, ...] = (
     "CAP_CHECKPOINT_RESTORE",
 )
 
+#: What a sandbox kernel knows (gVisor's table stops at CAP_AUDIT_READ, and runsc refuses a spec naming a
+#: later one); a sandboxed handler's "ALL" and privileged containers get these.
+SANDBOX_CAPABILITIES: tuple[str, ...] = ALL_CAPABILITIES[:ALL_CAPABILITIES.index("CAP_AUDIT_READ") + 1]
+
 #: The default set of containerd and CRI-O (and Docker): enough for a typical root process in an image
 #: (chown files, switch user, bind low ports) without any administrative power over the node.
 DEFAULT_CAPABILITIES: tuple[str, ...] = (

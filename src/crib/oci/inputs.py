@@ -174,6 +174,9 @@ class ContainerInputs:
             CribError (NotFound/InvalidArgument) naming the file when it cannot.
         allowed_annotations: which of the container's CRI annotations go into the spec (the handler's
             allowed_annotations: keys, or prefixes ending in "*").
+        sandboxed: the handler is a sandbox runtime (gVisor): the spec names the pod's hostname (the sandbox
+            has its own kernel and reads it from there) and grants only the capabilities such a kernel
+            knows (defaults.SANDBOX_CAPABILITIES).
     """
 
     container_id: str
@@ -192,6 +195,7 @@ class ContainerInputs:
     target_pid_ns: str = ""
     load_localhost: Callable[[str], dict[str, Any]] = refuse_localhost
     allowed_annotations: tuple[str, ...] = ("*",)
+    sandboxed: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,6 +215,8 @@ class InfraInputs:
         cpu_shares: the infra's CPU weight (2, like the pause container).
         allowed_annotations: which of the pod's CRI annotations go into the spec (a sandboxed runtime such
             as gVisor reads its pod-wide settings from the sandbox's spec).
+        sandboxed: the handler is a sandbox runtime: the infra starts the pod's sandbox, whose hostname the
+            spec names.
     """
 
     sandbox_config: api.PodSandboxConfig
@@ -222,6 +228,7 @@ class InfraInputs:
     oom_score_adj: int = -998
     cpu_shares: int = 2
     allowed_annotations: tuple[str, ...] = ("*",)
+    sandboxed: bool = False
 
 
 __all__ = [

@@ -123,8 +123,14 @@ def container_namespaces(
     container: str,
     cgroup_v2: bool,
     privileged: bool,
+    sandboxed: bool = False,
 ) -> list[dict[str, Any]]:
     """linux.namespaces of a container (see the module note).
+
+    Under a sandboxed runtime (gVisor) a container always gets a PID namespace of its own inside the
+    sandbox: gVisor turns a PID namespace path into a namespace shared by the containers naming it, whose
+    init is the first of them, and once that one exits no process can be created in it (ENOMEM), so a pod
+    could not start or restart a container any more. shareProcessNamespace is therefore not honoured there.
 
     Raises:
         InvalidArgument: a pid mode the pod cannot give (POD without a shared PID namespace, NODE in a
@@ -133,6 +139,8 @@ def container_namespaces(
     """
     out = []
     pid = _pid(pod, own, sandbox, target_pid_ns, container)
+    if sandboxed and pid is not None:
+        pid = {"type": "pid"}
     if pid is not None:
         out.append(pid)
     out.extend(_pod_shared(pod, sandbox, f"container {container!r}"))
@@ -144,12 +152,15 @@ def container_namespaces(
 def infra_namespaces(*, pod: api.NamespaceOption, sandbox: SandboxInfo) -> list[dict[str, Any]]:
     """linux.namespaces of a pod's infra process: a new PID namespace, the pod's net/IPC/UTS by path.
 
+    The infra holds the PID namespace of a pod that shares one (pid mode POD); under a sandboxed runtime it
+    is also what starts the pod's sandbox, whatever the pod's PID mode.
+
     Raises:
-        ValueError: the pod does not share a PID namespace, or a namespace path is missing.
+        ValueError: the pod uses the node's PID namespace, or a namespace path is missing.
     """
     what = f"pod sandbox {sandbox.sandbox_id}"
-    if pod.pid != POD:
-        raise ValueError(f"{what}: an infra process only exists for pods whose pid mode is POD")
+    if pod.pid == NODE:
+        raise ValueError(f"{what}: a pod in the node's PID namespace has no infra process")
     return [{"type": "pid"}, *_pod_shared(pod, sandbox, what)]
 
 

@@ -17,7 +17,7 @@ from crib._proto.runtime.v1 import api_pb2 as api
 from crib.errors import InvalidArgument
 from crib.oci import defaults
 from crib.oci.devices import container_devices
-from crib.oci.inputs import ContainerInputs, HostFacts, InfraInputs, Rlimit
+from crib.oci.inputs import ContainerInputs, HostFacts, InfraInputs, Rlimit, SandboxInfo
 from crib.oci.mounts import container_mounts
 from crib.oci.namespaces import check_user_namespace, container_namespaces, id_mappings, infra_namespaces
 from crib.oci.process import exec_process, process_args, process_env, working_dir
@@ -44,6 +44,12 @@ def _rlimits(limits: tuple[Rlimit, ...]) -> list[dict[str, Any]]:
 
 def _pids(host: HostFacts) -> dict[str, Any]:
     return {"pids": {"limit": host.pids_limit}} if host.pids_limit > 0 else {}
+
+
+def _hostname(sandboxed: bool, sandbox: SandboxInfo) -> dict[str, str]:
+    """runc joins the pod's UTS namespace, where the hostname is already set; a sandbox kernel (gVisor)
+    ignores that namespace and takes the hostname from the spec (only with the pod's own UTS namespace)."""
+    return {"hostname": sandbox.hostname} if sandboxed and sandbox.utsns_path else {}
 
 
 def _pod_annotations(config: api.PodSandboxConfig, sandbox_id: str) -> dict[str, str]:
@@ -80,8 +86,10 @@ def build_container_spec(inputs: ContainerInputs) -> dict[str, Any]:
 
     user = resolve_container_user(sc, container=container, image_user=inputs.image.user,
                                   passwd=inputs.passwd, group=inputs.group)
-    caps = capabilities(sc.capabilities, container=container, privileged=privileged,
-                        available=host.capabilities)
+    available = host.capabilities
+    if inputs.sandboxed:
+        available = available & set(defaults.SANDBOX_CAPABILITIES)
+    caps = capabilities(sc.capabilities, container=container, privileged=privileged, available=available)
     process: dict[str, Any] = {
         "terminal": config.tty,
         "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids)},
@@ -117,7 +125,7 @@ def build_container_spec(inputs: ContainerInputs) -> dict[str, Any]:
         "namespaces": container_namespaces(
             pod=inputs.sandbox_config.linux.security_context.namespace_options, own=sc.namespace_options,
             sandbox=sandbox, target_pid_ns=inputs.target_pid_ns, container=container,
-            cgroup_v2=host.cgroup_v2, privileged=privileged),
+            cgroup_v2=host.cgroup_v2, privileged=privileged, sandboxed=inputs.sandboxed),
         "maskedPaths": masked,
         "readonlyPaths": readonly,
     }
@@ -142,6 +150,7 @@ def build_container_spec(inputs: ContainerInputs) -> dict[str, Any]:
     return {
         "ociVersion": defaults.OCI_VERSION,
         "process": process,
+        **_hostname(inputs.sandboxed, sandbox),
         "root": {"path": inputs.rootfs_path, "readonly": sc.readonly_rootfs},
         "mounts": mounts,
         "annotations": dict(sorted(annotations.items())),
@@ -196,6 +205,7 @@ def build_infra_spec(inputs: InfraInputs) -> dict[str, Any]:
     return {
         "ociVersion": defaults.OCI_VERSION,
         "process": process,
+        **_hostname(inputs.sandboxed, sandbox),
         "root": {"path": inputs.rootfs_path, "readonly": True},
         "mounts": mounts,
         "annotations": dict(sorted(annotations.items())),

@@ -10,6 +10,9 @@ The handshake (conmon's own protocol, as CRI-O drives it):
 4. The monitor writes one JSON line to the sync pipe: {"data": <container pid>} on success, or
    {"data": -1, "message": "<runc's stderr>"} (api-version 1). crib waits for it within a bound.
 
+Under a sandboxed handler (gVisor) conmon runs the runtime through _sandbox_shim.py, so that a container
+joining its pod's sandbox still gives conmon a process to wait for.
+
 From then on the container does not depend on crib: conmon writes the CRI log, and on exit
 `<exit dir>/<id>` and `<persist dir>/exit` (and `<persist dir>/oom` after an OOM kill). A conmon that fails
 half-way is killed and reaped, and whatever runc created is deleted by the caller's undo.
@@ -23,6 +26,7 @@ import json
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,9 @@ from crib import proc
 from crib.errors import DeadlineExceeded, ExternalCommandError, FailedPrecondition
 from crib.runtime.runc import Runc, runtime_message
 
+SANDBOX_SHIM = str(Path(__file__).with_name("_sandbox_shim.py"))
+SHIM_START = "shim.start"  # the shim's FIFO, and the file it reports the start in (see _sandbox_shim.py)
+SHIM_STARTED = "shim.started"
 CONMON_PIDFILE = "conmon.pid"
 CONTAINER_PIDFILE = "pidfile"
 CTL_FIFO = "ctl"
@@ -72,10 +79,12 @@ class Created:
 
 def argv(monitor: Monitor, launch: Launch) -> list[str]:
     """conmon's command line for `runc create` of one container (flags as conmon 2.x documents them)."""
+    runtime = [launch.runc.path, "--root=" + launch.runc.root, *launch.runc.global_args]
+    if launch.runc.sandboxed:  # conmon's runtime is the shim, which runs the real one (module note there)
+        runtime = [sys.executable, "-I", "-S", SANDBOX_SHIM, *runtime]
     args = [monitor.conmon, "--api-version", "1",
             "-c", launch.cid, "-u", launch.cid, "-n", launch.name,
-            "-r", launch.runc.path, "--runtime-arg", "--root=" + launch.runc.root,
-            *(a for arg in launch.runc.global_args for a in ("--runtime-arg", arg)),
+            "-r", runtime[0], *(a for arg in runtime[1:] for a in ("--runtime-arg", arg)),
             "-b", str(launch.bundle), "-p", str(launch.bundle / CONTAINER_PIDFILE),
             "-P", str(launch.bundle / CONMON_PIDFILE), "--persist-dir", str(launch.bundle),
             "--exit-dir", str(monitor.exit_dir), "--socket-dir-path", str(monitor.socket_dir),
@@ -266,6 +275,53 @@ def attach(bundle: Path, *, stdin_once: bool, tty: bool) -> Attachment:
     return Attachment(sock, bundle, stdin_once=stdin_once, tty=tty)
 
 
+async def shim_start(bundle: Path, *, timeout: float) -> bool:
+    """Start a container that joins its pod's sandbox through its shim (_sandbox_shim.py); False when the
+    bundle has no shim waiting (any other container: the caller runs `<runtime> start` itself).
+
+    Raises:
+        ExternalCommandError: the runtime's start failed (its message), or the shim is gone.
+        DeadlineExceeded: the shim did not report within timeout.
+    """
+    fifo = bundle / SHIM_START
+    if not fifo.exists():
+        return False
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:  # ENXIO: nobody reads it, the shim died
+        raise ExternalCommandError(f"the sandbox shim of container {bundle.name} is gone ({exc.strerror}); "
+                                   "remove the container") from exc
+    try:
+        os.write(fd, b"s")
+    finally:
+        os.close(fd)
+    report = bundle / SHIM_STARTED
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not report.exists():
+        if loop.time() > deadline:
+            raise DeadlineExceeded(f"the sandbox shim of container {bundle.name} did not report its start "
+                                   f"within {timeout:g}s")
+        await asyncio.sleep(0.01)
+    code, _, log = report.read_text(errors="replace").partition("\n")
+    if code.strip() != "0":
+        messages = [str(json.loads(line).get("msg", "")) for line in log.splitlines() if line.startswith("{")]
+        text = "; ".join(m for m in messages if m) or log.strip()[-500:] or f"exit status {code.strip()}"
+        raise ExternalCommandError(f"starting container {bundle.name} in its pod's sandbox failed: {text}",
+                                   stderr=text)
+    return True
+
+
+def shim_abort(bundle: Path) -> None:
+    """Tell a waiting shim that its container is being removed (it exits at once); idempotent."""
+    with contextlib.suppress(OSError):
+        fd = os.open(bundle / SHIM_START, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"x")
+        finally:
+            os.close(fd)
+
+
 def monitor_alive(bundle: Path) -> bool:
     """Whether the conmon recorded in bundle still runs (and is a conmon, not a recycled pid)."""
     pid = read_pid(bundle / CONMON_PIDFILE)
@@ -278,4 +334,4 @@ def monitor_alive(bundle: Path) -> bool:
 
 
 __all__ = ["CONMON_PIDFILE", "Attachment", "Created", "Launch", "Monitor", "argv", "attach", "create",
-           "kill_monitor", "monitor_alive", "read_pid", "reopen_log", "resize"]
+           "kill_monitor", "monitor_alive", "read_pid", "reopen_log", "resize", "shim_abort", "shim_start"]

@@ -90,7 +90,8 @@ async def userns_problem(layers: Path, probe_pin: Path, runroot: Path) -> str:
 async def probe(runc: Runc, *, userns_problem: str) -> HandlerFeatures:
     """The features of one handler, given the node's user-namespace problem ("" = none)."""
     try:
-        features = await runc.features()
+        # A sandboxed runtime's features are not the node's kernel's (and runsc has no such command).
+        features = {} if runc.sandboxed else await runc.features()
     except Exception as exc:  # runsc and old runtimes have no `features`: assume the conservative answers
         log.event(_log, 20, "runtime has no usable `features` command; assuming no rro",
                   handler=runc.handler, error=str(exc)[:200])

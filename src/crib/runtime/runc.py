@@ -65,8 +65,11 @@ class Runc:
 
     async def _run(self, *args: str, timeout: float = RUNC_TIMEOUT, check: bool = True,
                    input: bytes | None = None) -> proc.Result:
+        # runsc leaves helpers (a container's gofer) holding its stdout/stderr after it exits.
+        drain = 1.0 if self.sandboxed else None
         try:
-            return await proc.run(self.argv(*args), timeout=timeout, check=check, input=input)
+            return await proc.run(self.argv(*args), timeout=timeout, check=check, input=input,
+                                  drain_after_exit=drain)
         except ExternalCommandError as exc:
             raise ExternalCommandError(
                 f"{os.path.basename(self.path)} {args[0]} failed: {runtime_message(exc.stderr) or exc}",
@@ -84,7 +87,7 @@ class Runc:
             return True
         text = runtime_message(result.stderr.decode(errors="replace"))
         if any(s in text for s in ("not running", "does not exist", "container not created", "stopped",
-                                   "no such process")):
+                                   "no such process", "in state created")):
             return False
         raise ExternalCommandError(f"runc kill {cid} {name} failed: {text}", argv=list(result.argv),
                                    returncode=result.returncode, stderr=text)
@@ -92,6 +95,8 @@ class Runc:
     async def delete(self, cid: str, *, force: bool = True) -> None:
         """runc delete; a container runc does not know counts as deleted."""
         result = await self._run("delete", *(["--force"] if force else []), cid, check=False)
+        if self.sandboxed:
+            self._forget_locks(cid)
         if result.returncode == 0:
             return
         text = runtime_message(result.stderr.decode(errors="replace"))
@@ -99,6 +104,14 @@ class Runc:
             return
         raise ExternalCommandError(f"runc delete {cid} failed: {text}", argv=list(result.argv),
                                    returncode=result.returncode, stderr=text)
+
+    def _forget_locks(self, cid: str) -> None:
+        """runsc (2022) can leave a deleted container's `<id>_sandbox:<sandbox>.lock` in its root; one
+        without its `.state` belongs to no container any more."""
+        for lock in Path(self.root).glob(f"{cid}_sandbox:*.lock"):
+            if not lock.with_suffix(".state").exists():
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()
 
     async def state(self, cid: str) -> dict[str, Any]:
         """runc state as a dict; NotFound when runc does not know the container."""
@@ -120,6 +133,9 @@ class Runc:
         """
         pid_file = process_file.with_suffix(".pid")
         argv = self.argv("exec", "--process", str(process_file), "--pid-file", str(pid_file), cid)
+        inner = process_file.with_suffix(".ipid")  # a sandbox's own pid of the command (runsc)
+        if self.sandboxed:
+            argv[-1:-1] = ["--internal-pid-file", str(inner)]
         child = await proc.start(argv)
         # runc exec stays the command's parent: killing the command first lets runc reap it and exit, so
         # no zombie of it is left in the container when the caller looks (critest does, at once).
@@ -128,14 +144,17 @@ class Runc:
         try:
             result = await asyncio.wait_for(asyncio.shield(finish), timeout)
         except asyncio.CancelledError:  # the caller gave up: the command must not outlive the call
+            await self._kill_inner(cid, inner)
             await _abort_exec(pid_file, finish)
             raise
         except TimeoutError:
+            await self._kill_inner(cid, inner)
             await _abort_exec(pid_file, finish)
             return ExecResult(exit_code=-1, stdout=b"", stderr=b"", timed_out=True)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                pid_file.unlink()
+            for path in (pid_file, inner):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         if result.returncode == 255 and not _started(result):
             raise ExternalCommandError(
                 f"exec in container {cid} failed: {runtime_message(result.stderr.decode(errors='replace'))}",
@@ -191,6 +210,23 @@ class Runc:
                 os.close(fd)
         return InteractiveExec(child, stdin=fds[0], stdout=fds[1], stderr=fds[2], tty=tty,
                                files=(process_file, pid_file))
+
+    async def _kill_inner(self, cid: str, inner: Path) -> None:
+        """SIGKILL an exec'd command inside a sandbox: it has no host process of its own (killing `runsc
+        exec` would leave it running), only the sandbox's pid, which `kill --pid` takes."""
+        if not self.sandboxed:
+            return
+        pid = _read_pid(inner)
+        if pid > 0:
+            with contextlib.suppress(ExternalCommandError):
+                await self._run("kill", "--pid", str(pid), cid, "SIGKILL", check=False, timeout=10.0)
+
+    async def stats(self, cid: str) -> dict[str, Any]:
+        """`<runtime> events --stats`: the container's counters as the runtime accounts them (the "data" of
+        runc's stats event: cpu.usage.total, memory.usage.usage, memory.cache, pids.current, ...)."""
+        result = await self._run("events", "--stats", cid, timeout=10.0)
+        data: dict[str, Any] = json.loads(result.stdout).get("data") or {}
+        return data
 
     async def features(self) -> dict[str, Any]:
         result = await self._run("features", timeout=10.0)
@@ -253,6 +289,12 @@ class InteractiveExec:
         for path in self._files:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+def _read_pid(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0
 
 
 def _started(result: proc.Result) -> bool:

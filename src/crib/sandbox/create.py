@@ -5,6 +5,11 @@
     them) -> hostname, hosts, resolv.conf -> /dev/shm tmpfs -> PID-namespace holder (pid mode POD) and
     CNI ADD, side by side -> plugins' RunPodSandbox (NRI) -> record CREATED
 
+Under a sandboxed handler (gVisor: HandlerConfig.sandboxed) every pod has an infra process: it is the
+sandbox's first container (the pod's containers join that sandbox, see runtime/_sandbox_shim.py), and CNI
+ADD comes before it, as the sandbox may take the pod's interfaces over when it starts. Such a pod cannot
+use the node's network, IPC or PID namespace.
+
 A user-namespaced pod's files (hostname, hosts, resolv.conf, the /dev/shm tmpfs) belong to the pod's root
 (the host ids its container id 0 maps to), so that root can use them like any pod's root; its log
 directory stays the node's (conmon writes the logs).
@@ -33,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from crib import failpoints, log
-from crib.errors import FailedPrecondition
+from crib.errors import FailedPrecondition, InvalidArgument
 from crib.hooks import PodStep
 from crib.network import PodNetworkRequest, PortMapping
 from crib.sandbox import files, infra, policy, resources
@@ -45,6 +50,7 @@ from crib.system import mount, ns
 
 _log = log.get(__name__)
 _PROTOCOLS = {0: "tcp", 1: "udp", 2: "sctp"}
+UNPRIVILEGED_PORTS = "net.ipv4.ip_unprivileged_port_start"
 _HOSTNAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -72,6 +78,11 @@ def initial_record(deps: SandboxDeps, sid: str, config: Any, handler: str) -> Sa
                                      f"(hostUsers: false), but runtime handler {handler!r} cannot run one: "
                                      f"{why}")
     sysctls = policy.check_sysctls(dict(linux.sysctls), modes)
+    if deps.cfg.runtime.handlers[handler].sandboxed:
+        _check_sandboxed(handler, modes)
+        # A sandbox using the host network stack (runsc --network=host) binds its ports as an unprivileged
+        # process; in the pod's own network namespace, low ports are the pod's to take (as Docker does).
+        sysctls.setdefault(UNPRIVILEGED_PORTS, "0")
     parent = policy.cgroup_parent(linux.cgroup_parent, driver=deps.cfg.runtime.cgroup_driver,
                                   default_parent=deps.cfg.runtime.default_cgroup_parent, sandbox_id=sid)
     if modes.host_network:
@@ -91,6 +102,16 @@ def initial_record(deps: SandboxDeps, sid: str, config: Any, handler: str) -> Sa
         dns_servers=tuple(dns.servers), dns_searches=tuple(dns.searches), dns_options=tuple(dns.options),
         sysctls=sysctls, uid_mappings=userns.uids if userns else (),
         gid_mappings=userns.gids if userns else ())
+
+
+def _check_sandboxed(handler: str, modes: policy.Namespaces) -> None:
+    """A sandboxed handler runs the pod in a sandbox of its own, which cannot use the node's namespaces."""
+    shared = [name for name, host in (("network", modes.host_network), ("IPC", modes.ipc == "node"),
+                                      ("PID", modes.pid == "node")) if host]
+    if shared:
+        raise InvalidArgument(f"runtime handler {handler!r} runs pods in a sandbox of their own, which "
+                              f"cannot use the host {' and '.join(shared)} namespace; drop hostNetwork/"
+                              "hostIPC/hostPID or use another RuntimeClass")
 
 
 async def create(deps: SandboxDeps, rec: SandboxRecord, config: Any) -> SandboxRecord:
@@ -194,17 +215,21 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
 
         # The PID-namespace holder (conmon + runc) and CNI ADD (the plugins) are independent programs that
         # both only need the pinned namespaces: they run side by side, each with its undo registered first
-        # (a shared-PID pod pays the longer of the two, not their sum).
+        # (a shared-PID pod pays the longer of the two, not their sum). Under a sandboxed runtime the infra
+        # is the pod's sandbox, which may take the pod's interfaces over as it starts (gVisor's netstack):
+        # there CNI ADD goes first.
+        sandboxed = deps.runc(rec.runtime_handler).sandboxed
+        with_infra = rec.pid_mode == "pod" or sandboxed
         steps: list[Coroutine[Any, Any, Any]] = []
-        if rec.pid_mode == "pod":
+        if with_infra:
             undo.push("infra", lambda: infra.remove(deps, sid))
             steps.append(infra.start(deps, rec, config))
         if rec.network_mode != "node":
             net_req = network_request(rec)
             undo.push("network", functools.partial(undo_network, net_req))
             steps.append(deps.network.setup(net_req))
-        done = await _together(steps)
-        if rec.pid_mode == "pod":
+        done = (await _in_order(steps[::-1]))[::-1] if sandboxed else await _together(steps)
+        if with_infra:
             rec = dataclasses.replace(rec, infra_id=sid, infra_pid=done.pop(0))
         failpoints.hit("sandbox.infra")
 
@@ -222,6 +247,18 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
         rec = deps.store.put_sandbox(dataclasses.replace(rec, phase=Phase.CREATED))
         undo.commit()
     return rec
+
+
+async def _in_order(steps: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Run steps one after the other; when one fails, those not started are closed unrun."""
+    out: list[Any] = []
+    try:
+        for step in steps:
+            out.append(await step)
+    finally:
+        for step in steps[len(out) + 1:]:
+            step.close()
+    return out
 
 
 async def _together(steps: list[Coroutine[Any, Any, Any]]) -> list[Any]:

@@ -32,7 +32,8 @@ async def start(deps: SandboxDeps, rec: SandboxRecord, config: Any) -> int:
     spec = oci.build_infra_spec(oci.InfraInputs(
         sandbox_config=config, sandbox=sandbox_info(deps.layout, rec),
         rootfs_path=str(deps.layout.infra_rootfs), host=deps.host,
-        allowed_annotations=tuple(deps.cfg.runtime.handlers[rec.runtime_handler].allowed_annotations)))
+        allowed_annotations=tuple(deps.cfg.runtime.handlers[rec.runtime_handler].allowed_annotations),
+        sandboxed=deps.runc(rec.runtime_handler).sandboxed))
     (bundle / "config.json").write_text(json.dumps(spec))
     runc = deps.runc(rec.runtime_handler)
     launch = conmon.Launch(cid=rec.id, name=f"{rec.meta.name}-infra", bundle=bundle, log_path="", runc=runc)
