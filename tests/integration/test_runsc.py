@@ -3,6 +3,7 @@ sandbox kernel through their whole lifecycle, and the refusals that go with a sa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ import grpc
 import pytest
 
 from crib._proto.runtime.v1 import api_pb2 as api
+from crib.streaming import client
 from tests.fixtures import images as img
 from tests.fixtures import leaks
 from tests.fixtures.cri import Pod, code_of, container_config, pod_config, pull, wait_for
@@ -119,3 +121,25 @@ def test_status_and_refusals(crib: CribDaemon, session_tag: str) -> None:
     assert "runtime handler 'kata' is not configured; known handlers: runc, runsc" in text
     assert crib.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items == []
     assert _sandbox_processes(crib) == []
+
+
+async def test_exec_and_attach_in_the_sandbox(pod: Pod, busybox: str) -> None:
+    """Streaming sessions reach a container in the sandbox: `runsc exec` for Exec, conmon's attach socket
+    (the shim handed the container conmon's pipes at start) for Attach."""
+    cid = pod.run(container_config(busybox, "reader", stdin=True, stdin_once=True, command=[
+        "sh", "-c", "read x; echo got $x; exec sleep 1000"]))
+    url = pod.rt.Exec(api.ExecRequest(container_id=cid, cmd=["sh", "-c", "cat; dmesg | head -1; exit 7"],
+                                      stdin=True, stdout=True, stderr=True)).url
+    async with await client.RemoteCommand.connect(url, stdin=True) as rc:
+        await rc.write(b"through exec\n")
+        await rc.close_stdin()
+        out, _, code = await rc.collect()
+    assert (out.split(b"\n")[0], code) == (b"through exec", 7)
+    assert b"Starting gVisor" in out
+    url = pod.rt.Attach(api.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True)).url
+    async with await client.RemoteCommand.connect(url, stdin=True) as rc:
+        await rc.write(b"hello\n")
+        seen = b""
+        while b"\n" not in seen:
+            seen += await asyncio.wait_for(rc.read_stdout(), 20)
+    assert seen == b"got hello\n"

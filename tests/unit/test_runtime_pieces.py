@@ -11,7 +11,7 @@ import pytest
 
 from crib.containers.events import ContainerEvent, EventBus, EventKind
 from crib.containers.stop import stop_signal
-from crib.containers.usage import runtime_usage
+from crib.containers.usage import runtime_stats
 from crib.errors import ResourceExhausted
 from crib.runtime import _sandbox_shim, conmon
 from crib.runtime.runc import Runc, runtime_message
@@ -153,11 +153,11 @@ def test_shim_tells_a_joining_container(tmp_path: Path, annotations: dict[str, s
     assert _sandbox_shim._joins_sandbox(str(tmp_path / "missing")) is False
 
 
-def test_runtime_usage_from_runsc_events() -> None:
+def test_runtime_stats_from_runsc_events() -> None:
     data = {"cpu": {"usage": {"total": 362816344}}, "pids": {"current": 2},
             "memory": {"cache": 1000, "usage": {"limit": 0, "usage": 749568, "failcnt": 0}}}
-    usage = runtime_usage(data)
-    assert (usage.cpu_ns, usage.memory_usage, usage.memory_working_set, usage.pids) == (
+    stats = runtime_stats(data)
+    assert (stats.cpu_usage_ns, stats.memory_usage, stats.memory_working_set, stats.pids_current) == (
         362816344, 749568, 748568, 2)
-    empty = runtime_usage({})
-    assert (empty.cpu_ns, empty.memory_usage, empty.pids) == (None, None, None)
+    empty = runtime_stats({})
+    assert (empty.cpu_usage_ns, empty.memory_usage, empty.pids_current) == (None, None, None)

@@ -107,8 +107,10 @@ class Runc:
 
     def _forget_locks(self, cid: str) -> None:
         """runsc (2022) can leave a deleted container's `<id>_sandbox:<sandbox>.lock` in its root; one
-        without its `.state` belongs to no container any more."""
-        for lock in Path(self.root).glob(f"{cid}_sandbox:*.lock"):
+        without its `.state` belongs to no container any more. Deleting a sandbox's first container also
+        sweeps what its other containers left."""
+        root = Path(self.root)
+        for lock in [*root.glob(f"{cid}_sandbox:*.lock"), *root.glob(f"*_sandbox:{cid}.lock")]:
             if not lock.with_suffix(".state").exists():
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
