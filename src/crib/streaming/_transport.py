@@ -139,6 +139,31 @@ class TunnelTransport(asyncio.Transport):
             protocol.connection_lost(exc)
 
 
+LINGER = 5.0  # after our last byte: how long the peer may take to close its side
+
+
+def linger_close(transport: asyncio.BaseTransport) -> None:
+    """Close gracefully: send FIN once everything buffered is out, keep reading (and dropping) what the
+    peer still sends, and close when it closes too, or after LINGER.
+
+    A plain close() with unread input makes the kernel answer with RST, and a peer still reading the tail
+    of a large output then loses it ("connection reset by peer"): window updates and pings from the
+    client are exactly such unread input.
+    """
+    if transport.is_closing():
+        return
+    try:
+        half_close = isinstance(transport, asyncio.WriteTransport) and transport.can_write_eof()
+    except NotImplementedError:
+        half_close = False
+    if half_close:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write_eof()
+        asyncio.get_running_loop().call_later(LINGER, transport.close)
+    else:
+        transport.close()
+
+
 def switch(transport: asyncio.Transport, protocol: asyncio.Protocol, leftover: bytes) -> None:
     """Hand an upgraded connection (reading paused) to its new protocol, with the bytes already read."""
     transport.set_protocol(protocol)
@@ -148,4 +173,5 @@ def switch(transport: asyncio.Transport, protocol: asyncio.Protocol, leftover: b
     transport.resume_reading()
 
 
-__all__ = ["HIGH_WATER", "LOW_WATER", "Backpressure", "ConnectionClosed", "TunnelTransport", "switch"]
+__all__ = ["HIGH_WATER", "LINGER", "LOW_WATER", "Backpressure", "ConnectionClosed", "TunnelTransport",
+           "linger_close", "switch"]

@@ -12,6 +12,8 @@ sends WINDOW_UPDATE nor honours it):
   `recv_window` bytes in flight per stream. A peer that ignores them is stopped by TCP instead: once a
   stream holds more than `recv_window` bytes unread, the connection stops reading the socket until the
   reader catches up. The session-level window is credited on receipt (per-stream windows bound memory).
+  Credits go only to a peer that takes part in flow control: spdystream would leave them unread, and a
+  socket closed with unread input resets the connection, losing the tail of what it sent.
 * Sending: the peer's windows are tracked from the start and enforced once the peer shows it takes part in
   flow control (a SETTINGS frame with INITIAL_WINDOW_SIZE or any WINDOW_UPDATE); before that, and for
   spdystream, only TCP backpressure applies (drain(), see _transport.py). crib's own client sends its
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from crib.streaming import spdy
-from crib.streaming._transport import HIGH_WATER, LOW_WATER, Backpressure, ConnectionClosed
+from crib.streaming._transport import HIGH_WATER, LOW_WATER, Backpressure, ConnectionClosed, linger_close
 
 DEFAULT_RECV_WINDOW = 512 * 1024
 SESSION_WINDOW = 64 * 1024 * 1024
@@ -111,8 +113,8 @@ class SpdyStream:
     def _consumed(self, n: int) -> None:
         self._buffered -= n
         self._conn._buffer_drained(self)
-        if self._eof or self._error is not None:
-            return
+        if self._eof or self._error is not None or not self._conn.flow_control:
+            return  # (a peer that ignores windows is not sent credits it would leave unread)
         self._unacked += n
         if self._unacked >= self._conn.recv_window // 2:
             self._conn._send(self._conn._encoder.window_update(self.id, self._unacked))
@@ -275,7 +277,7 @@ class SpdyConnection(Backpressure, asyncio.Protocol):
             self._dispatch(frame)
 
     def eof_received(self) -> bool | None:
-        return False  # the peer finished sending: close our side too
+        return False  # the peer finished sending: close our side too (ends a linger at once)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._closed.done():
@@ -394,6 +396,8 @@ class SpdyConnection(Backpressure, asyncio.Protocol):
     # ------------------------------------------------------------------------------------- flow control
 
     def _credit_session(self, n: int) -> None:
+        if not self.flow_control:
+            return
         self._session_unacked += n
         if self._session_unacked >= SESSION_WINDOW // 4:
             self._send(self._encoder.window_update(0, self._session_unacked))
@@ -492,10 +496,10 @@ class SpdyConnection(Backpressure, asyncio.Protocol):
             self._send(self._encoder.goaway(self._last_peer_stream, status))
 
     def close(self) -> None:
-        """GOAWAY, then close once what is buffered has been written."""
+        """GOAWAY, then close once what is buffered has been written and the peer closed too (linger)."""
         self.goaway()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        if self.transport is not None:
+            linger_close(self.transport)
 
     def abort(self, exc: BaseException | None = None) -> None:
         """Drop the connection now; every stream fails."""

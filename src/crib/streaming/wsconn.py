@@ -14,7 +14,14 @@ import contextlib
 import os
 
 from crib.streaming import websocket as ws
-from crib.streaming._transport import HIGH_WATER, LOW_WATER, Backpressure, ConnectionClosed, TunnelTransport
+from crib.streaming._transport import (
+    HIGH_WATER,
+    LOW_WATER,
+    Backpressure,
+    ConnectionClosed,
+    TunnelTransport,
+    linger_close,
+)
 
 MAX_BUFFER = 1024 * 1024
 
@@ -177,8 +184,8 @@ class WebSocketConnection(Backpressure, asyncio.Protocol):
         if not self._close_sent:
             self._write(ws.CLOSE, ws.close_payload(code, reason))
             self._close_sent = True
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        if self.transport is not None:
+            linger_close(self.transport)  # the peer answers our CLOSE with its own, then closes
         self._wake()
 
     async def close(self, code: int = ws.CLOSE_NORMAL, reason: str = "") -> None:
