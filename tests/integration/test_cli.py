@@ -74,6 +74,8 @@ def test_info_runtime_config_and_completion(crib: CribDaemon) -> None:
     assert "config" not in quiet
     assert quiet["status"]["conditions"][0]["status"] is True
     assert cli.ok("runtime-config").split() == ["cgroup", "driver:", "CGROUPFS"]
+    assert cli.run("update-runtime-config", "-p", "10.99.0.0/24").returncode == 0
+    assert "give --pod-cidr" in cli.fails("update-runtime-config", code=2)
     for shell in ("bash", "zsh", "fish"):
         assert "_CRIB_COMPLETE" in crib_cli("completion", shell).stdout
 

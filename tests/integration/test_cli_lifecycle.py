@@ -6,6 +6,7 @@ table text; configs are YAML and JSON files in crictl's snake_case form.
 
 from __future__ import annotations
 
+import base64
 import json
 import queue
 import re
@@ -18,6 +19,7 @@ from typing import Any
 from tests.fixtures import images as img
 from tests.fixtures.cri import wait_for
 from tests.fixtures.daemon import CribDaemon
+from tests.fixtures.registry import TEST_PASSWORD, TEST_USERNAME
 from tests.integration.cli_helpers import Cli, container_json, pod_yaml, with_busybox
 
 ID = re.compile(r"^[0-9a-f]{64}$")
@@ -61,6 +63,30 @@ def test_images_pull_list_inspect_remove(crib: CribDaemon, images: img.Catalogue
     assert cli.ok("rmi", ref).splitlines() == [f"Deleted: {ref}"]
     assert cli.json("images")["images"] == []
     assert "no such image" in cli.fails("rmi", ref)
+
+
+def test_pull_credentials_and_rmi_prune_all(crib: CribDaemon, images: img.Catalogue,
+                                            auth_images: img.Catalogue,
+                                            tmp_path: Path, session_tag: str) -> None:
+    private = auth_images.reference(img.USER_NAME)
+    cli = with_busybox(crib.endpoint, images.reference(img.BUSYBOX))
+    assert cli.fails("pull", private).startswith("crib: UNAUTHENTICATED: ")
+    assert "both --creds and --auth" in cli.fails("pull", "--creds", "a:b", "--auth", "eA==", private, code=2)
+    cli.ok("pull", "-q", "--creds", f"{TEST_USERNAME}:{TEST_PASSWORD}", private)
+    token = base64.b64encode(f"{TEST_USERNAME}:{TEST_PASSWORD}".encode()).decode()
+    assert cli.run("pull", "-q", private, env={"CRICTL_AUTH": token}).returncode == 0
+    busybox, user = images[img.BUSYBOX].image_id, auth_images[img.USER_NAME].image_id
+    assert sorted(cli.ok("images", "-q").split()) == sorted([busybox, user])
+
+    # --prune keeps what a container uses; -a removes the rest.
+    ctr = container_json(tmp_path, "keeper", images.reference(img.BUSYBOX), ["sleep", "600"])
+    cli.ok("run", "--no-pull", str(ctr), str(pod_yaml(tmp_path, session_tag, "keeper")))
+    assert cli.ok("rmi", "--prune").splitlines() == [f"Deleted: {private}"]
+    assert cli.ok("images", "-q").split() == [busybox]
+    cli.ok("rmp", "-f", "-a")
+    cli.ok("rm", "-a")
+    assert cli.ok("rmi", "-a").splitlines() == [f"Deleted: {images.reference(img.BUSYBOX)}"]
+    assert cli.ok("images", "-q") == ""
 
 
 def test_pod_and_container_lifecycle(crib: CribDaemon, images: img.Catalogue, tmp_path: Path,
