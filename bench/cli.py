@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -50,13 +51,19 @@ def _seed(endpoint: str, work: Path, tag: str, containers: int) -> None:
         subprocess.run([*base, "start", cid], check=True, capture_output=True, timeout=120)
 
 
-def _time(argv: list[str]) -> tuple[float, str]:
-    started = time.perf_counter()
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _time(argv: list[str]) -> tuple[float, float, str]:
+    """Wall time and CPU time (user + system) of one whole process, and what it printed."""
+    cpu, started = _cpu(), time.perf_counter()
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, _cpu() - cpu
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {out.stderr}")
-    return seconds, out.stdout
+    return seconds, cpu, out.stdout
 
 
 def _compare(title: str, commands: dict[str, list[str]], runs: int) -> dict[str, Any]:
@@ -66,14 +73,20 @@ def _compare(title: str, commands: dict[str, list[str]], runs: int) -> dict[str,
     names = list(commands)
     for run in range(runs):
         for name in names if run % 2 == 0 else reversed(names):
-            seconds, out = _time(commands[name])
-            results[name].append(harness.Sample(seconds=seconds))
+            seconds, cpu, out = _time(commands[name])
+            results[name].append(harness.Sample(seconds=seconds, extra={"cpu_s": cpu}))
             outputs[name] = out
     if "crib" in outputs and "crictl" in outputs:
         assert sorted(outputs["crib"].split()) == sorted(outputs["crictl"].split()), outputs
     summary = harness.report(title, results, baseline="crictl")
-    for name in ("crib", "crictl"):
-        summary.get(name, {}).pop("peak_rss_mib", None)
+    # CPU time is what a busy machine does not inflate much (wall time there includes waiting for a core).
+    for name, samples in results.items():
+        summary[name].pop("peak_rss_mib", None)
+        summary[name]["cpu_median_s"] = harness.median([s.extra["cpu_s"] for s in samples])
+        print(f"  {name:<12} CPU (user+sys) median {summary[name]['cpu_median_s'] * 1000:6.1f} ms")
+    if "crib" in summary and "crictl" in summary:
+        summary["cpu_ratio"] = summary["crib"]["cpu_median_s"] / summary["crictl"]["cpu_median_s"]
+        print(f"  ratio crib/crictl (CPU median): {summary['cpu_ratio']:.2f}")
     return summary
 
 
