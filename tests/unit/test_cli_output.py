@@ -121,6 +121,28 @@ def test_log_tail_since_stream_limit_and_timestamps(tmp_path: Path) -> None:
                      ("stderr", b"2024-01-01T00:00:02.500000000Z two\n")]
 
 
+def test_log_follow_reads_on_through_rotation_until_the_container_stops(tmp_path: Path) -> None:
+    path = tmp_path / "0.log"
+    path.write_bytes(b"2024-01-01T00:00:01Z stdout F before\n")
+    got: list[bytes] = []
+    states = iter([True, True, True, False])  # running for three looks, then stopped
+
+    def writer_and_status() -> bool:
+        # Each status look also moves the container along: a new line, a rotation, a last line.
+        step = len(got)
+        if step == 1:
+            with path.open("ab") as fh:
+                fh.write(b"2024-01-01T00:00:02Z stdout F appended\n")
+        elif step == 2:
+            path.rename(tmp_path / "0.log.1")
+            path.write_bytes(b"2024-01-01T00:00:03Z stdout F rotated\n")
+        return next(states, False)
+
+    opts = crilog.Options(follow=True, poll=0.001, status_every=0.0)
+    crilog.read(str(path), opts, lambda _s, d: got.append(d), writer_and_status)
+    assert got == [b"before\n", b"appended\n", b"rotated\n"]
+
+
 def test_log_tail_offset_counts_complete_records() -> None:
     fh = io.BytesIO(b"a\nb\nc\n")
     assert crilog.tail_offset(fh, 1) == 4

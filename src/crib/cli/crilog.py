@@ -102,6 +102,8 @@ class Options:
     limit_bytes: int = -1
     timestamps: bool = False
     streams: tuple[str, ...] = ("stdout", "stderr")
+    poll: float = POLL  # following: how often to look for more
+    status_every: float = STATUS_EVERY  # following: how often to ask whether the container still runs
 
 
 def _records(fh: BinaryIO) -> Iterator[Record | None]:
@@ -136,7 +138,9 @@ def read(path: str, opts: Options, write: Callable[[str, bytes], None],
         ino = os.fstat(fh.fileno()).st_ino
         budget = opts.limit_bytes
         next_check = 0.0
-        for rec in _records(fh):
+        records = _records(fh)
+        while True:
+            rec = next(records)
             if rec is None:
                 if not opts.follow:
                     return
@@ -148,15 +152,16 @@ def read(path: str, opts: Options, write: Callable[[str, bytes], None],
                     fh.close()
                     fh = open(path, "rb")  # noqa: SIM115 - rotated: read the new file from its start
                     ino = os.fstat(fh.fileno()).st_ino
+                    records = _records(fh)
                     continue
                 now = time.monotonic()
                 if now >= next_check:
-                    next_check = now + STATUS_EVERY
+                    next_check = now + opts.status_every
                     if not running():
                         # One last look for what was written before it stopped, then end.
                         opts.follow = False
                         continue
-                time.sleep(POLL)
+                time.sleep(opts.poll)
                 continue
             if rec.stream not in opts.streams or (opts.since is not None and rec.time < opts.since):
                 continue
