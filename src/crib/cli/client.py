@@ -6,8 +6,9 @@ environment variable (`CONTAINER_RUNTIME_ENDPOINT`, `IMAGE_SERVICE_ENDPOINT`), t
 (`-c/--config`, `$CRI_CONFIG_FILE`, else /etc/crictl.yaml), then crib's default (the image endpoint
 defaults to the runtime's). crictl would then probe containerd's and CRI-O's sockets; crib uses its own.
 
-Start-up time matters (people run `crib ps -q` in loops): grpc is imported on the first call, not at
-start, and a crictl.yaml of plain `key: value` lines is read without importing yaml. A unix socket that
+Start-up time matters (people run `crib ps -q` in loops): unary calls go over crib's small HTTP/2 client
+(h2unary) and grpc is imported only by streaming commands; a crictl.yaml of plain `key: value` lines is
+read without importing yaml. A unix socket that
 does not exist is reported at once, with a hint, instead of after the timeout.
 """
 
@@ -208,40 +209,55 @@ def _short(msg: Any) -> str:
 
 
 class Client:
-    """Unary and streaming CRI calls over one channel per endpoint, with readable errors."""
+    """CRI calls with readable errors: unary ones over crib's own HTTP/2 client (h2unary), streaming ones and
+    crib's extension calls over grpc (imported only then)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.endpoints = settings.endpoints
         self.timeout = settings.timeout
         self._channels: dict[str, Any] = {}
+        self._connections: dict[str, Any] = {}
+
+    def _socket(self, endpoint: str) -> str:
+        path = endpoint.removeprefix("unix://")
+        if not os.path.exists(path):
+            raise ClientError(
+                f"cannot reach the runtime at {endpoint} (from {self.endpoints.source}): no socket at {path}",
+                code="UNAVAILABLE", hint=f"{DAEMON_HINT}, or choose another with -r")
+        return path
 
     def channel(self, endpoint: str) -> Any:
         """The grpc channel to endpoint (made on first use, after checking the socket exists)."""
         ch = self._channels.get(endpoint)
         if ch is None:
-            path = endpoint.removeprefix("unix://")
-            if not os.path.exists(path):
-                raise ClientError(
-                    f"cannot reach the runtime at {endpoint} (from {self.endpoints.source}): no socket at "
-                    f"{path}", code="UNAVAILABLE", hint=f"{DAEMON_HINT}, or choose another with -r")
+            self._socket(endpoint)
             import grpc
 
             opts = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
             ch = self._channels[endpoint] = grpc.insecure_channel(endpoint, options=opts)
-            self.debug(f"connected to {endpoint} (from {self.endpoints.source}), timeout {self.timeout:g}s")
+            self.debug(f"grpc channel to {endpoint} (from {self.endpoints.source})")
         return ch
+
+    def _connection(self, endpoint: str) -> Any:
+        conn = self._connections.get(endpoint)
+        if conn is None:
+            from crib.cli.h2unary import Connection
+
+            conn = self._connections[endpoint] = Connection(self._socket(endpoint))
+            self.debug(f"connected to {endpoint} (from {self.endpoints.source}), timeout {self.timeout:g}s")
+        return conn
 
     def debug(self, text: str) -> None:
         if self.settings.debug:
             sys.stderr.write(f"DEBU {text}\n")
 
-    def _method(self, service: str, name: str) -> tuple[Any, str, Any]:
+    def _method(self, service: str, name: str) -> Any:
+        """The response message class of service/name."""
         from crib._proto.runtime.v1 import api_pb2 as api
 
         method = api.DESCRIPTOR.services_by_name[service.rsplit(".", 1)[1]].methods_by_name[name]
-        endpoint = self.endpoints.image if service == IMAGE_SERVICE else self.endpoints.runtime
-        return self.channel(endpoint), f"/{service}/{name}", getattr(api, method.output_type.name)
+        return getattr(api, method.output_type.name)
 
     def call(self, name: str, request: Any, *, timeout: float | None = -1.0, image: bool = False) -> Any:
         """One unary RPC by method name; timeout -1 means the configured one, None means no deadline.
@@ -249,22 +265,29 @@ class Client:
         Raises:
             ClientError: the call failed (code and the runtime's message).
         """
-        channel, path, response_type = self._method(IMAGE_SERVICE if image else RUNTIME_SERVICE, name)
-        rpc = channel.unary_unary(path, request_serializer=type(request).SerializeToString,
-                                  response_deserializer=response_type.FromString)
+        from crib.cli.h2unary import CallError
+
+        service = IMAGE_SERVICE if image else RUNTIME_SERVICE
+        response_type = self._method(service, name)
+        conn = self._connection(self.endpoints.image if image else self.endpoints.runtime)
         self.debug(f"{name}Request: {_short(request)}")
         deadline = self.timeout if timeout == -1.0 else timeout
         try:
-            response = rpc(request, timeout=deadline)
-        except Exception as exc:
-            raise self.error(exc, deadline) from None
+            data = conn.call(f"/{service}/{name}", request.SerializeToString(), deadline)
+        except CallError as exc:
+            raise self._failure(exc.code, exc.message, deadline) from None
+        except OSError as exc:
+            raise self._failure("UNAVAILABLE", exc.strerror or str(exc), deadline) from None
+        response = response_type.FromString(data)
         self.debug(f"{name}Response: {_short(response)}")
         return response
 
     def stream(self, name: str, request: Any) -> Iterator[Any]:
-        """A server-streaming RPC (GetContainerEvents), without deadline; errors as ClientError."""
-        channel, path, response_type = self._method(RUNTIME_SERVICE, name)
-        rpc = channel.unary_stream(path, request_serializer=type(request).SerializeToString,
+        """A server-streaming RPC (GetContainerEvents), over grpc, without deadline; errors as ClientError."""
+        channel = self.channel(self.endpoints.runtime)
+        response_type = self._method(RUNTIME_SERVICE, name)
+        rpc = channel.unary_stream(f"/{RUNTIME_SERVICE}/{name}",
+                                   request_serializer=type(request).SerializeToString,
                                    response_deserializer=response_type.FromString)
         self.debug(f"{name}Request: {_short(request)}")
         try:
@@ -278,17 +301,21 @@ class Client:
 
         if not isinstance(exc, grpc.RpcError):
             return exc
-        code = exc.code()
-        detail = exc.details() or ""
-        if code == grpc.StatusCode.UNAVAILABLE:
+        return self._failure(exc.code().name, exc.details() or "", deadline)
+
+    def _failure(self, code: str, detail: str, deadline: float | None) -> ClientError:
+        if code == "UNAVAILABLE":
             return ClientError(f"cannot reach the runtime at {self.endpoints.runtime} (from "
-                               f"{self.endpoints.source}): {detail}", code=code.name, hint=DAEMON_HINT)
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
+                               f"{self.endpoints.source}): {detail}", code=code, hint=DAEMON_HINT)
+        if code == "DEADLINE_EXCEEDED" and deadline is not None:
             return ClientError(f"no answer within {deadline:g}s ({detail}); raise it with --timeout",
-                               code=code.name)
-        return ClientError(detail, code=code.name)
+                               code=code)
+        return ClientError(detail, code=code)
 
     def close(self) -> None:
+        for conn in self._connections.values():
+            conn.close()
+        self._connections.clear()
         for ch in self._channels.values():
             ch.close()
         self._channels.clear()
