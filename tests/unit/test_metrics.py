@@ -118,11 +118,11 @@ def test_every_descriptor_gets_values_with_its_label_count(psi: bool, hugetlb: b
     descs = cadvisor.descriptors(psi=psi, hugetlb=hugetlb)
     samples = cadvisor.pod_samples(_pod_reading(), psi=psi, hugetlb=hugetlb)
     found: dict[str, list[tuple[str, ...]]] = {}
-    for name, kind, labels, _value, _ts in samples.pod + [
-        s for _, group in samples.containers for s in group
-    ]:
-        assert kind == cadvisor.descriptor(name).kind, name
-        found.setdefault(name, []).append(labels)
+    for group in (samples.pod, *samples.containers):
+        assert len(group.labels) == len(cadvisor.BASE_LABELS)
+        for name, kind, extra, _value, _ts in group.samples:
+            assert kind == cadvisor.descriptor(name).kind, name
+            found.setdefault(name, []).append((*group.labels, *extra))
     assert set(found) == {d.name for d in descs}
     for d in descs:
         assert d.help
@@ -132,7 +132,9 @@ def test_every_descriptor_gets_values_with_its_label_count(psi: bool, hugetlb: b
 
 
 def test_cri_metrics_carry_values_in_their_unit_as_integers() -> None:
-    pm = metrics_convert.pod_metrics(_pod_reading(), psi=True, hugetlb=False)
+    pm = api.PodSandboxMetrics.FromString(
+        metrics_convert.pod_metrics(_pod_reading(), psi=True, hugetlb=False)
+    )
     by_name = {m.name: m for m in pm.container_metrics[0].metrics}
     assert pm.container_metrics[0].container_id == "c" * 64
     assert by_name["container_cpu_usage_seconds_total"].value.value == 2  # 2.7 s, truncated
@@ -156,6 +158,36 @@ def test_cri_metrics_carry_values_in_their_unit_as_integers() -> None:
     names = [d.name for d in metrics_convert.descriptors(psi=False, hugetlb=False)]
     assert "container_pressure_cpu_waiting_seconds_total" not in names
     assert len(names) == len(set(names))
+
+
+def test_hand_written_wire_bytes_are_what_protobuf_would_write() -> None:
+    """metrics_convert writes PodSandboxMetrics as bytes; they must equal protobuf's own serialization."""
+    reading = _pod_reading()
+    samples = cadvisor.pod_samples(reading, psi=True, hugetlb=True)
+
+    def metrics(group: cadvisor.Group) -> list[api.Metric]:
+        return [
+            api.Metric(
+                name=name,
+                timestamp=ts,
+                metric_type=api.COUNTER if kind == cadvisor.COUNTER else api.GAUGE,
+                label_values=[*group.labels, *extra],
+                value=api.UInt64Value(value=max(0, int(value))),
+            )
+            for name, kind, extra, value, ts in group.samples
+        ]
+
+    want = api.PodSandboxMetrics(
+        pod_sandbox_id=samples.pod_id,
+        metrics=metrics(samples.pod),
+        container_metrics=[
+            api.ContainerMetrics(container_id=g.id, metrics=metrics(g)) for g in samples.containers
+        ],
+    )
+    got = metrics_convert.pod_metrics(reading, psi=True, hugetlb=True)
+    assert got == want.SerializeToString()
+    response = metrics_convert.list_response([got, got])
+    assert api.ListPodSandboxMetricsResponse.FromString(response).pod_metrics[1] == want
 
 
 def test_stats_are_complete_and_unknowns_stay_unset() -> None:
@@ -288,8 +320,11 @@ def test_sampler_reuses_a_fresh_reading_and_rates_cpu(tmp_path: Path) -> None:
     assert later.nano_cores > 0
 
 
-@pytest.mark.parametrize(("servicer", "service"), [("runtime", "RuntimeService"), ("image", "ImageService")],
-                         ids=["runtime", "image"])
+@pytest.mark.parametrize(
+    ("servicer", "service"),
+    [("runtime", "RuntimeService"), ("image", "ImageService")],
+    ids=["runtime", "image"],
+)
 def test_only_checkpoint_answers_unimplemented(servicer: str, service: str) -> None:
     from crib.cri.image_servicer import ImageServicer
     from crib.cri.runtime_servicer import RuntimeServicer
@@ -305,11 +340,20 @@ def test_a_full_reading_serves_stats_but_a_stats_reading_does_not_serve_metrics(
     cg.v2, cg.hierarchies = True, {"": tmp_path / "cg"}
     cgdir = tmp_path / "cg" / "pod"
     cgdir.mkdir(parents=True)
-    for name, text in (("cgroup.procs", ""), ("cpu.stat", "usage_usec 1\n"), ("cgroup.threads", "\n\n"),
-                       ("memory.current", "4096\n")):
+    for name, text in (
+        ("cgroup.procs", ""),
+        ("cpu.stat", "usage_usec 1\n"),
+        ("cgroup.threads", "\n\n"),
+        ("memory.current", "4096\n"),
+    ):
         (cgdir / name).write_text(text)
-    sandbox = SandboxRecord(id="s", name="s", meta=PodMeta(name="s", uid="u", namespace="n"),
-                            phase=Phase.CREATED, cgroup_parent="/pod")
+    sandbox = SandboxRecord(
+        id="s",
+        name="s",
+        meta=PodMeta(name="s", uid="u", namespace="n"),
+        phase=Phase.CREATED,
+        cgroup_parent="/pod",
+    )
     sampler = Sampler(cgroups=cg, layout=Layout(tmp_path / "root", tmp_path / "run"), max_age=60.0)
     (stats,) = sampler.pods([(sandbox, [])])
     assert not stats.cgroup.full

@@ -8,30 +8,33 @@ stream. kubelet's receive limit is 16 MiB; 1 MiB chunks leave room and keep each
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
-
-from google.protobuf.message import Message
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 CHUNK_BYTES = 1024 * 1024
 CHUNK_ITEMS = 1000
 _FIELD_OVERHEAD = 6  # tag and length prefix of a repeated message field, generously
 
-M = TypeVar("M", bound=Message)
+M = TypeVar("M")
 
 
-def chunked(items: Iterable[M], *, max_bytes: int = CHUNK_BYTES,
-            max_items: int = CHUNK_ITEMS) -> Iterator[list[M]]:
-    """Consecutive, non-empty batches of items, in order."""
+def _byte_size(item: Any) -> int:
+    return int(item.ByteSize())
+
+
+def chunked(items: Iterable[M], *, max_bytes: int = CHUNK_BYTES, max_items: int = CHUNK_ITEMS,
+            size: Callable[[M], int] = _byte_size) -> Iterator[list[M]]:
+    """Consecutive, non-empty batches of items, in order; size is an item's serialized length (messages
+    by default; pass len for items already serialized)."""
     batch: list[M] = []
-    size = 0
+    total = 0
     for item in items:
-        n = item.ByteSize() + _FIELD_OVERHEAD
-        if batch and (size + n > max_bytes or len(batch) >= max_items):
+        n = size(item) + _FIELD_OVERHEAD
+        if batch and (total + n > max_bytes or len(batch) >= max_items):
             yield batch
-            batch, size = [], 0
+            batch, total = [], 0
         batch.append(item)
-        size += n
+        total += n
     if batch:
         yield batch
 

@@ -180,7 +180,7 @@ def instrument(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHan
         return grpc.unary_stream_rpc_method_handler(
             _wrap_stream(method, handler.unary_stream),
             request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            response_serializer=_passing_bytes(handler.response_serializer),
         )
     return handler  # CRI has no client-streaming RPCs
 

@@ -178,18 +178,18 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc
                                     context: grpc.aio.ServicerContext) -> Any:
         return api.ListMetricDescriptorsResponse(descriptors=metrics_convert.descriptors(**self._caps))
 
-    async def _pod_metrics(self) -> list[Any]:
+    async def _pod_metrics(self) -> list[bytes]:
         caps = self._caps
         return [metrics_convert.pod_metrics(r, **caps) for r in await self._containers.metric_readings()]
 
     async def ListPodSandboxMetrics(self, request: api.ListPodSandboxMetricsRequest,
                                     context: grpc.aio.ServicerContext) -> Any:
-        return api.ListPodSandboxMetricsResponse(pod_metrics=await self._pod_metrics())
+        return metrics_convert.list_response(await self._pod_metrics())  # serialized (cri/wire.py)
 
     async def StreamPodSandboxMetrics(self, request: api.StreamPodSandboxMetricsRequest,
                                       context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        for batch in chunked(await self._pod_metrics()):
-            yield api.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=batch)
+        for batch in chunked(await self._pod_metrics(), size=len):
+            yield metrics_convert.list_response(batch)
 
     # ------------------------------------------------------------------------------------- containers
 

@@ -26,7 +26,16 @@ I = TypeVar("I", bound=_Record)  # noqa: E741 - an item with an id
 _LIMIT = 20000  # entries before a cache forgets everything (only reachable through filtered calls)
 
 
-def _varint(value: int) -> bytes:
+_ONE_BYTE = [bytes((v,)) for v in range(0x80)]
+
+
+def varint(value: int) -> bytes:
+    """A non-negative integer as a protobuf varint (the one- and two-byte cases, most tags, lengths and
+    small values, without the loop)."""
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -37,18 +46,18 @@ def _varint(value: int) -> bytes:
 
 def field(number: int, data: bytes) -> bytes:
     """One length-delimited field (a message, string or bytes) with its tag."""
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
+    return varint(number << 3 | 2) + varint(len(data)) + data
 
 
 def integer(number: int, value: int) -> bytes:
     """One varint field (int64 >= 0, enum, bool) with its tag; 0 is written out like any value."""
-    return _varint(number << 3) + _varint(value)
+    return varint(number << 3) + varint(value)
 
 
 def repeated(number: int, items: Iterable[bytes]) -> bytes:
     """A repeated message field of already serialized items."""
-    tag = _varint(number << 3 | 2)
-    return b"".join([tag + _varint(len(item)) + item for item in items])
+    tag = varint(number << 3 | 2)
+    return b"".join([tag + varint(len(item)) + item for item in items])
 
 
 class Cache(Generic[R]):
@@ -85,4 +94,4 @@ def list_reply(cache: Cache[I], recs: Sequence[I], *, number: int = 1, complete:
     return out
 
 
-__all__ = ["Cache", "field", "integer", "list_reply", "repeated"]
+__all__ = ["Cache", "field", "integer", "list_reply", "repeated", "varint"]

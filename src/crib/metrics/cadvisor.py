@@ -146,8 +146,21 @@ DESCRIPTORS: tuple[Descriptor, ...] = (
 
 _BY_NAME = {d.name: d for d in DESCRIPTORS}
 
-# One sample: (name, COUNTER|GAUGE, label values, value, timestamp in ns).
+# One sample: (name, COUNTER|GAUGE, the values of the descriptor's own label keys (after BASE_LABELS),
+# value, timestamp in ns). The BASE_LABELS values are the group's, so converters format them once.
 Sample = tuple[str, str, tuple[str, ...], float, int]
+_NONE: tuple[str, ...] = ()
+_TOTAL = ("total",)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Group:
+    """The samples of the pod itself or of one container, with their shared label values."""
+
+    id: str  # the pod's or the container's id
+    labels: tuple[str, ...]  # values of BASE_LABELS
+    container: str  # what kubelet calls the container: its name, or "POD" for the pod's own
+    samples: list[Sample]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,8 +168,8 @@ class PodSamples:
     """The metrics of one pod: its own (pod cgroup, network) and each container's."""
 
     pod_id: str
-    pod: list[Sample]
-    containers: list[tuple[str, list[Sample]]]
+    pod: Group
+    containers: list[Group]
 
 
 def descriptors(*, psi: bool, hugetlb: bool) -> tuple[Descriptor, ...]:
@@ -182,65 +195,64 @@ def _n(value: int | None) -> int:
     return 0 if value is None else value
 
 
-def _cgroup_samples(cg: CgroupStats, base: tuple[str, ...], start_s: float, *, psi: bool,
-                    hugetlb: bool, out: list[Sample]) -> None:
+def _cgroup_samples(cg: CgroupStats, start_s: float, *, psi: bool, hugetlb: bool, out: list[Sample]) -> None:
     """The cgroup-derived samples of a pod or a container, appended to out."""
     ts = cg.timestamp_ns
     add = out.append
-    add(("container_cpu_usage_seconds_total", _C, (*base, "total"), _s(cg.cpu_usage_ns), ts))
-    add(("container_cpu_user_seconds_total", _C, base, _s(cg.cpu_user_ns), ts))
-    add(("container_cpu_system_seconds_total", _C, base, _s(cg.cpu_system_ns), ts))
-    add(("container_cpu_cfs_periods_total", _C, base, _n(cg.cpu_periods), ts))
-    add(("container_cpu_cfs_throttled_periods_total", _C, base, _n(cg.cpu_throttled_periods), ts))
-    add(("container_cpu_cfs_throttled_seconds_total", _C, base, _s(cg.cpu_throttled_ns), ts))
-    add(("container_memory_usage_bytes", _G, base, _n(cg.memory_usage), ts))
-    add(("container_memory_max_usage_bytes", _G, base, _n(cg.memory_max_usage), ts))
-    add(("container_memory_working_set_bytes", _G, base, _n(cg.memory_working_set), ts))
-    add(("container_memory_rss", _G, base, _n(cg.memory_rss), ts))
-    add(("container_memory_cache", _G, base, _n(cg.memory_cache), ts))
-    add(("container_memory_mapped_file", _G, base, _n(cg.memory_mapped_file), ts))
-    add(("container_memory_kernel_usage", _G, base, _n(cg.memory_kernel), ts))
-    add(("container_memory_swap", _G, base, _n(cg.memory_swap), ts))
-    add(("container_memory_failcnt", _C, base, _n(cg.memory_failcnt), ts))
+    add(("container_cpu_usage_seconds_total", _C, _TOTAL, _s(cg.cpu_usage_ns), ts))
+    add(("container_cpu_user_seconds_total", _C, _NONE, _s(cg.cpu_user_ns), ts))
+    add(("container_cpu_system_seconds_total", _C, _NONE, _s(cg.cpu_system_ns), ts))
+    add(("container_cpu_cfs_periods_total", _C, _NONE, _n(cg.cpu_periods), ts))
+    add(("container_cpu_cfs_throttled_periods_total", _C, _NONE, _n(cg.cpu_throttled_periods), ts))
+    add(("container_cpu_cfs_throttled_seconds_total", _C, _NONE, _s(cg.cpu_throttled_ns), ts))
+    add(("container_memory_usage_bytes", _G, _NONE, _n(cg.memory_usage), ts))
+    add(("container_memory_max_usage_bytes", _G, _NONE, _n(cg.memory_max_usage), ts))
+    add(("container_memory_working_set_bytes", _G, _NONE, _n(cg.memory_working_set), ts))
+    add(("container_memory_rss", _G, _NONE, _n(cg.memory_rss), ts))
+    add(("container_memory_cache", _G, _NONE, _n(cg.memory_cache), ts))
+    add(("container_memory_mapped_file", _G, _NONE, _n(cg.memory_mapped_file), ts))
+    add(("container_memory_kernel_usage", _G, _NONE, _n(cg.memory_kernel), ts))
+    add(("container_memory_swap", _G, _NONE, _n(cg.memory_swap), ts))
+    add(("container_memory_failcnt", _C, _NONE, _n(cg.memory_failcnt), ts))
     for kind, container, hierarchy in (("pgfault", cg.pgfault, cg.pgfault_hierarchy),
                                        ("pgmajfault", cg.pgmajfault, cg.pgmajfault_hierarchy)):
-        add(("container_memory_failures_total", _C, (*base, kind, "container"), _n(container), ts))
-        add(("container_memory_failures_total", _C, (*base, kind, "hierarchy"), _n(hierarchy), ts))
-    add(("container_oom_events_total", _C, base, _n(cg.oom_kills), ts))
+        add(("container_memory_failures_total", _C, (kind, "container"), _n(container), ts))
+        add(("container_memory_failures_total", _C, (kind, "hierarchy"), _n(hierarchy), ts))
+    add(("container_oom_events_total", _C, _NONE, _n(cg.oom_kills), ts))
     for dev in cg.io:
         device = dev.name or f"{dev.major}:{dev.minor}"
-        add(("container_fs_reads_bytes_total", _C, (*base, device), dev.read_bytes, ts))
-        add(("container_fs_reads_total", _C, (*base, device), dev.reads, ts))
-        add(("container_fs_writes_bytes_total", _C, (*base, device), dev.write_bytes, ts))
-        add(("container_fs_writes_total", _C, (*base, device), dev.writes, ts))
+        add(("container_fs_reads_bytes_total", _C, (device,), dev.read_bytes, ts))
+        add(("container_fs_reads_total", _C, (device,), dev.reads, ts))
+        add(("container_fs_writes_bytes_total", _C, (device,), dev.write_bytes, ts))
+        add(("container_fs_writes_total", _C, (device,), dev.writes, ts))
         for op, value in (("Read", dev.read_bytes), ("Write", dev.write_bytes)):
-            labels = (*base, device, str(dev.major), str(dev.minor), op)
+            labels = (device, str(dev.major), str(dev.minor), op)
             add(("container_blkio_device_usage_total", _C, labels, value, ts))
-    add(("container_processes", _G, base, len(cg.pids), ts))
-    add(("container_threads", _G, base, _n(cg.threads), ts))
-    add(("container_threads_max", _G, base, _n(cg.pids_limit), ts))
-    add(("container_file_descriptors", _G, base, _n(cg.file_descriptors), ts))
-    add(("container_sockets", _G, base, _n(cg.sockets), ts))
+    add(("container_processes", _G, _NONE, len(cg.pids), ts))
+    add(("container_threads", _G, _NONE, _n(cg.threads), ts))
+    add(("container_threads_max", _G, _NONE, _n(cg.pids_limit), ts))
+    add(("container_file_descriptors", _G, _NONE, _n(cg.file_descriptors), ts))
+    add(("container_sockets", _G, _NONE, _n(cg.sockets), ts))
     if psi:
         for resource in ("cpu", "memory", "io"):
             p = cg.psi.get(resource)
-            add((f"container_pressure_{resource}_stalled_seconds_total", _C, base,
+            add((f"container_pressure_{resource}_stalled_seconds_total", _C, _NONE,
                  0.0 if p is None else p.full_total_us / 1e6, ts))
-            add((f"container_pressure_{resource}_waiting_seconds_total", _C, base,
+            add((f"container_pressure_{resource}_waiting_seconds_total", _C, _NONE,
                  0.0 if p is None else p.some_total_us / 1e6, ts))
     if hugetlb:
         for page in cg.hugetlb:
-            add(("container_hugetlb_usage_bytes", _G, (*base, page.page_size), page.usage, ts))
-            add(("container_hugetlb_max_usage_bytes", _G, (*base, page.page_size), _n(page.max_usage), ts))
-    add(("container_start_time_seconds", _G, base, start_s, ts))
-    add(("container_last_seen", _G, base, int(time.time()), ts))
-    add(("container_spec_cpu_period", _G, base, _n(cg.cpu_period_us), ts))
+            add(("container_hugetlb_usage_bytes", _G, (page.page_size,), page.usage, ts))
+            add(("container_hugetlb_max_usage_bytes", _G, (page.page_size,), _n(page.max_usage), ts))
+    add(("container_start_time_seconds", _G, _NONE, start_s, ts))
+    add(("container_last_seen", _G, _NONE, int(time.time()), ts))
+    add(("container_spec_cpu_period", _G, _NONE, _n(cg.cpu_period_us), ts))
     if cg.cpu_quota_us is not None:  # as cAdvisor: only a container with a quota has one
-        add(("container_spec_cpu_quota", _G, base, cg.cpu_quota_us, ts))
-    add(("container_spec_cpu_shares", _G, base, _n(cg.cpu_shares), ts))
-    add(("container_spec_memory_limit_bytes", _G, base, _n(cg.memory_limit), ts))
-    add(("container_spec_memory_reservation_limit_bytes", _G, base, _n(cg.memory_reservation), ts))
-    add(("container_spec_memory_swap_limit_bytes", _G, base, _n(cg.memory_swap_limit), ts))
+        add(("container_spec_cpu_quota", _G, _NONE, cg.cpu_quota_us, ts))
+    add(("container_spec_cpu_shares", _G, _NONE, _n(cg.cpu_shares), ts))
+    add(("container_spec_memory_limit_bytes", _G, _NONE, _n(cg.memory_limit), ts))
+    add(("container_spec_memory_reservation_limit_bytes", _G, _NONE, _n(cg.memory_reservation), ts))
+    add(("container_spec_memory_swap_limit_bytes", _G, _NONE, _n(cg.memory_swap_limit), ts))
 
 
 def container_samples(c: ContainerReading, *, psi: bool, hugetlb: bool) -> list[Sample]:
@@ -248,16 +260,15 @@ def container_samples(c: ContainerReading, *, psi: bool, hugetlb: bool) -> list[
     if not c.cgroup.exists:
         return []
     out: list[Sample] = []
-    base = container_labels(c)
     started = c.container.started_at or c.container.created_at
-    _cgroup_samples(c.cgroup, base, started / 1e9, psi=psi, hugetlb=hugetlb, out=out)
-    fs, dev = c.fs, (*base, c.fs.device)
+    _cgroup_samples(c.cgroup, started / 1e9, psi=psi, hugetlb=hugetlb, out=out)
+    fs, dev = c.fs, (c.fs.device,)
     out.append(("container_fs_usage_bytes", _G, dev, fs.used_bytes, fs.timestamp_ns))
     out.append(("container_fs_limit_bytes", _G, dev, _n(fs.capacity_bytes), fs.timestamp_ns))
     out.append(("container_fs_inodes_total", _G, dev, _n(fs.inodes), fs.timestamp_ns))
     out.append(("container_fs_inodes_free", _G, dev, _n(fs.inodes_free), fs.timestamp_ns))
     if c.open_files_limit is not None:
-        out.append(("container_ulimits_soft", _G, (*base, "max_open_files"), c.open_files_limit,
+        out.append(("container_ulimits_soft", _G, ("max_open_files",), c.open_files_limit,
                     c.cgroup.timestamp_ns))
     return out
 
@@ -265,12 +276,11 @@ def container_samples(c: ContainerReading, *, psi: bool, hugetlb: bool) -> list[
 def pod_samples(p: PodReading, *, psi: bool, hugetlb: bool) -> PodSamples:
     """A pod's metrics: its cgroup and interfaces, then each container with a cgroup."""
     pod: list[Sample] = []
-    base = pod_labels(p)
     if p.cgroup.exists:
-        _cgroup_samples(p.cgroup, base, p.sandbox.created_at / 1e9, psi=psi, hugetlb=hugetlb, out=pod)
+        _cgroup_samples(p.cgroup, p.sandbox.created_at / 1e9, psi=psi, hugetlb=hugetlb, out=pod)
     ts = p.network_timestamp_ns
     for i in p.interfaces:
-        labels = (*base, i.name)
+        labels = (i.name,)
         pod.append(("container_network_receive_bytes_total", _C, labels, i.rx_bytes, ts))
         pod.append(("container_network_receive_packets_total", _C, labels, i.rx_packets, ts))
         pod.append(("container_network_receive_packets_dropped_total", _C, labels, i.rx_dropped, ts))
@@ -279,14 +289,16 @@ def pod_samples(p: PodReading, *, psi: bool, hugetlb: bool) -> PodSamples:
         pod.append(("container_network_transmit_packets_total", _C, labels, i.tx_packets, ts))
         pod.append(("container_network_transmit_packets_dropped_total", _C, labels, i.tx_dropped, ts))
         pod.append(("container_network_transmit_errors_total", _C, labels, i.tx_errors, ts))
-    containers = [(c.container.id, samples) for c in p.containers
-                  if (samples := container_samples(c, psi=psi, hugetlb=hugetlb))]
-    return PodSamples(pod_id=p.sandbox.id, pod=pod, containers=containers)
+    own = Group(id=p.sandbox.id, labels=pod_labels(p), container=POD_CONTAINER_NAME, samples=pod)
+    containers = [Group(id=c.container.id, labels=container_labels(c), container=c.container.meta_name,
+                        samples=samples)
+                  for c in p.containers if (samples := container_samples(c, psi=psi, hugetlb=hugetlb))]
+    return PodSamples(pod_id=p.sandbox.id, pod=own, containers=containers)
 
 
 def descriptor(name: str) -> Descriptor:
     return _BY_NAME[name]
 
 
-__all__ = ["BASE_LABELS", "COUNTER", "DESCRIPTORS", "GAUGE", "Descriptor", "PodSamples", "Sample",
+__all__ = ["BASE_LABELS", "COUNTER", "DESCRIPTORS", "GAUGE", "Descriptor", "Group", "PodSamples", "Sample",
            "container_labels", "container_samples", "descriptor", "descriptors", "pod_labels", "pod_samples"]

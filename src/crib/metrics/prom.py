@@ -14,7 +14,8 @@ the node (sampler.py, shared with stats) into families:
         metric's own keys, then namespace, pod, container
 
 A counter whose cAdvisor name has no _total suffix (container_memory_failcnt) is exposed untyped under that
-name: the text format would otherwise rename it.
+name: the text format would otherwise rename it. The container_* families are written as text directly
+(container_text): prometheus-client's objects cost too much at thousands of samples.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from crib.metrics import cadvisor
 from crib.metrics.ops import BUCKETS, Histogram, Snapshot
 from crib.metrics.sampler import PodReading
 
-_K8S_LABELS = ("namespace", "pod", "container")
+_GROUP_KEYS = (*cadvisor.BASE_LABELS, "namespace", "pod", "container")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,38 +107,46 @@ def crib_families(view: NodeView) -> Iterator[Metric]:
                               value=view.ops.restored)
 
 
-def container_families(view: NodeView) -> Iterator[Metric]:
-    """cAdvisor's container_* families from the node's reading."""
-    families: dict[str, Metric] = {}
-    for desc in cadvisor.descriptors(psi=view.psi, hugetlb=view.hugetlb):
-        keys = [*desc.label_keys, *_K8S_LABELS]
-        if desc.kind == cadvisor.GAUGE:
-            families[desc.name] = GaugeMetricFamily(desc.name, desc.help, labels=keys)
-        elif desc.name.endswith("_total"):
-            families[desc.name] = CounterMetricFamily(desc.name, desc.help, labels=keys)
-        else:
-            families[desc.name] = Metric(desc.name, desc.help, "unknown")
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else repr(value)
+
+
+def container_text(view: NodeView) -> str:
+    """cAdvisor's container_* families of the node's reading, in the text format.
+
+    Written directly rather than through prometheus-client's Metric objects: with 100 containers that is
+    ~6000 samples, and the library's per-label validation and escaping made a scrape ~4 times slower. A
+    group's (pod's or container's) labels are escaped once and shared by its samples.
+    """
+    descs = cadvisor.descriptors(psi=view.psi, hugetlb=view.hugetlb)
+    lines: dict[str, list[str]] = {d.name: [] for d in descs}
+    extra_keys = {d.name: d.labels for d in descs}
     for reading in view.readings:
         meta = reading.sandbox.meta
         samples = cadvisor.pod_samples(reading, psi=view.psi, hugetlb=view.hugetlb)
-        names = {c.container.id: c.container.meta_name for c in reading.containers}
-        groups = [(cadvisor.POD_CONTAINER_NAME, samples.pod),
-                  *((names[cid], s) for cid, s in samples.containers)]
-        for container, group in groups:
-            extra = (meta.namespace, meta.name, container)
-            for name, _kind, labels, value, _ts in group:
-                family = families[name]
-                values = (*labels, *extra)
-                if family.type == "unknown":
-                    names_ = (*cadvisor.descriptor(name).label_keys, *_K8S_LABELS)
-                    family.add_sample(name, dict(zip(names_, values, strict=True)), value)
-                else:
-                    family.add_metric(values, value)  # type: ignore[attr-defined]
-    yield from families.values()
+        for group in (samples.pod, *samples.containers):
+            values = (*group.labels, meta.namespace, meta.name, group.container)
+            base = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(_GROUP_KEYS, values, strict=True))
+            for name, _kind, extra, value, _ts in group.samples:
+                labels = base
+                if extra:
+                    labels += "," + ",".join(f'{k}="{_escape(v)}"'
+                                             for k, v in zip(extra_keys[name], extra, strict=True))
+                lines[name].append(f"{name}{{{labels}}} {_number(value)}\n")
+    out: list[str] = []
+    for d in descs:
+        kind = "gauge" if d.kind == cadvisor.GAUGE else "counter" if d.name.endswith("_total") else "untyped"
+        out.append(f"# HELP {d.name} {d.help}\n# TYPE {d.name} {kind}\n")
+        out.extend(lines[d.name])
+    return "".join(out)
 
 
 class _Collector:
-    """Hands prometheus-client the families of the view set by render()."""
+    """Hands prometheus-client crib's families of the view set by render()."""
 
     def __init__(self) -> None:
         self.view: NodeView | None = None
@@ -145,7 +154,6 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         if self.view is not None:
             yield from crib_families(self.view)
-            yield from container_families(self.view)
 
 
 class Exposition:
@@ -165,9 +173,9 @@ class Exposition:
         """The text exposition of view; the caller serializes renders (one collector, one view)."""
         self._collector.view = view
         try:
-            return generate_latest(self.registry)
+            return generate_latest(self.registry) + container_text(view).encode()
         finally:
             self._collector.view = None
 
 
-__all__ = ["Exposition", "NodeView", "container_families", "crib_families"]
+__all__ = ["Exposition", "NodeView", "container_text", "crib_families"]
