@@ -234,3 +234,18 @@ async def test_protocol_error_sends_goaway_and_drops() -> None:
     assert spdy.GoAway(0, spdy.GOAWAY_PROTOCOL_ERROR) in transport.frames(dec)
     assert conn.closed
     assert transport.closed
+
+
+async def test_linger_close_survives_a_peer_already_gone() -> None:
+    from crib.streaming._transport import linger_close
+
+    class Gone(FakeTransport):
+        def can_write_eof(self) -> bool:
+            return True
+
+        def write_eof(self) -> None:
+            raise OSError(107, "Transport endpoint is not connected")
+
+    transport = Gone()
+    linger_close(transport)  # no exception: closed at once
+    assert transport.closed

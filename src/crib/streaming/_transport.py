@@ -158,7 +158,11 @@ def linger_close(transport: asyncio.BaseTransport) -> None:
         half_close = False
     if half_close:
         assert isinstance(transport, asyncio.WriteTransport)
-        transport.write_eof()
+        try:
+            transport.write_eof()
+        except OSError:  # the peer is already gone (ENOTCONN): nothing to linger for
+            transport.close()
+            return
         asyncio.get_running_loop().call_later(LINGER, transport.close)
     else:
         transport.close()
