@@ -200,12 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="crib-bench-stream-") as tmp, pair(Path(tmp)) as (runtimes, _):
-        targets = [Target(r, args.mib) for r in runtimes]
-        time.sleep(2)  # httpd up, the big file written
-        print(f"runtimes up; transport {args.transport}", flush=True)
-        results = run_all(targets, args)
-        for t in targets:
-            t.r.remove_pod(t.sid)
+        targets: list[Target] = []
+        try:
+            targets += [Target(r, args.mib) for r in runtimes]
+            time.sleep(2)  # httpd up, the big file written
+            print(f"runtimes up; transport {args.transport}", flush=True)
+            results = run_all(targets, args)
+        finally:  # a failed measurement must not leave pods (mounts, monitors) behind the stopped daemons
+            for t in targets:
+                t.r.remove_pod(t.sid)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
