@@ -193,7 +193,9 @@ async def _serve_grpc(cfg: Config, health: Health, network: CNIManager, images: 
     server.add_generic_rpc_handlers((ext_handler(ImageExtServicer(images)),))
     old_umask = os.umask(0o117)  # the socket is born 0660: no window where others could connect
     try:
-        if server.add_insecure_port(cfg.listen) == 0:
+        # "unix:" + absolute path: grpc would bind "unix:///p" as the literal path "///p" (seen in
+        # /proc/net/unix), which tools that find the daemon by its socket path do not match.
+        if server.add_insecure_port("unix:" + sock) == 0:
             raise StartupError(f"cannot listen on {cfg.listen}")
         await server.start()
     finally:

@@ -55,6 +55,14 @@ def test_socket_is_0660(crib: CribDaemon) -> None:
     assert stat.S_ISSOCK(os.stat(crib.socket).st_mode)
 
 
+def test_socket_is_listed_under_its_own_path(crib: CribDaemon) -> None:
+    """Tools find the daemon by its path in /proc/net/unix; grpc once bound "unix:///p" as "///p"."""
+    paths = [line.split()[-1] for line in open("/proc/net/unix").read().splitlines()[1:]
+             if len(line.split()) == 8]
+    assert str(crib.socket) in paths
+    assert not [p for p in paths if p.endswith(str(crib.socket)) and p != str(crib.socket)]
+
+
 def test_unbuilt_rpc_answers_unimplemented_naming_it(crib: CribDaemon) -> None:
     # CheckpointContainer needs CRIU; crib does not do it, and says so by name.
     with pytest.raises(grpc.RpcError) as info:
