@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import stat
+from pathlib import Path
 
 import grpc
 import pytest
@@ -57,7 +58,7 @@ def test_socket_is_0660(crib: CribDaemon) -> None:
 
 def test_socket_is_listed_under_its_own_path(crib: CribDaemon) -> None:
     """Tools find the daemon by its path in /proc/net/unix; grpc once bound "unix:///p" as "///p"."""
-    paths = [line.split()[-1] for line in open("/proc/net/unix").read().splitlines()[1:]
+    paths = [line.split()[-1] for line in Path("/proc/net/unix").read_text().splitlines()[1:]
              if len(line.split()) == 8]
     assert str(crib.socket) in paths
     assert not [p for p in paths if p.endswith(str(crib.socket)) and p != str(crib.socket)]
@@ -139,6 +140,30 @@ def test_garbage_on_the_socket_does_not_kill_the_daemon(crib: CribDaemon) -> Non
                 s.recv(1024)
     assert crib.proc is not None
     assert crib.proc.poll() is None
+    assert crib.runtime.Version(api.VersionRequest(), timeout=5).version == "0.1.0"
+
+
+def test_corrupt_protobuf_is_invalid_argument_with_one_log_line(crib: CribDaemon) -> None:
+    """Every RPC, fed bytes that are not its request message: INVALID_ARGUMENT, one line, no traceback."""
+    corrupt = b"\x0a\x05ab"  # field 1 says 5 bytes follow, 2 do: truncated whatever the message's fields
+    methods = [(service.name, m) for service in api.DESCRIPTOR.services_by_name.values()
+               for m in service.methods]
+    for service, method in methods:
+        path = f"/runtime.v1.{service}/{method.name}"
+        if method.server_streaming:
+            call = crib.channel.unary_stream(path)
+            with pytest.raises(grpc.RpcError) as info:
+                list(call(corrupt, timeout=5))
+        else:
+            with pytest.raises(grpc.RpcError) as info:
+                crib.channel.unary_unary(path)(corrupt, timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method.name, info.value.details())
+        assert "not a valid protobuf message" in info.value.details()
+    crib.wait_for_log(f"method={methods[-1][1].name} code=INVALID_ARGUMENT")
+    log = crib.log_path.read_text()
+    assert "Traceback" not in log
+    assert "Unexpected" not in log
+    assert sum("code=INVALID_ARGUMENT" in line for line in log.splitlines()) == len(methods)
     assert crib.runtime.Version(api.VersionRequest(), timeout=5).version == "0.1.0"
 
 

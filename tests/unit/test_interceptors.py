@@ -9,7 +9,7 @@ import pytest
 
 from crib import errors
 from crib._proto.runtime.v1 import api_pb2 as api
-from crib.cri.interceptors import _wrap_stream, _wrap_unary
+from crib.cri.interceptors import _tolerant, _wrap_stream, _wrap_unary
 
 
 class FakeContext:
@@ -75,3 +75,30 @@ async def test_stream_yields_items_then_maps_a_late_error() -> None:
         await consume()
     assert got == ["a"]
     assert ctx.aborted == (grpc.StatusCode.UNAVAILABLE, "event source closed")
+
+
+@pytest.mark.parametrize("raw", [b"\xff\xff\xff", b"\x0a\x02\xff\xfe", b"\x0a\x10short"],
+                         ids=["corrupt-wire", "bad-utf8", "truncated"])
+async def test_undecodable_request_is_invalid_argument(raw: bytes) -> None:
+    """Bytes that do not parse reach the handler as a marker: INVALID_ARGUMENT, no traceback."""
+    called = []
+
+    async def inner(request: Any, context: Any) -> Any:
+        called.append(request)
+        return api.VersionResponse()
+
+    request = _tolerant(api.VersionRequest.FromString)(raw)  # type: ignore[misc]
+    ctx = FakeContext()
+    with pytest.raises(grpc.aio.AbortError):
+        await _wrap_unary("Version", inner)(request, ctx)
+    assert not called
+    assert ctx.aborted is not None
+    assert ctx.aborted[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Version: the request bytes are not a valid protobuf message" in ctx.aborted[1]
+    assert "runtime.v1.VersionRequest" in ctx.aborted[1]
+
+
+def test_tolerant_deserializer_passes_good_bytes_through() -> None:
+    good = api.VersionRequest(version="v1").SerializeToString()
+    assert _tolerant(api.VersionRequest.FromString)(good) == api.VersionRequest(version="v1")  # type: ignore[misc]
+    assert _tolerant(None) is None
