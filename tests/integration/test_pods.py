@@ -121,7 +121,15 @@ def test_shared_pid_namespace_pod_runs_catatonit_in_the_pod_cgroup(crib: CribDae
     (lambda c: setattr(c.linux, "cgroup_parent", "kubepods-besteffort.slice"), "", "systemd slice"),
     (lambda c: c.linux.sysctls.update({"vm.swappiness": "1"}), "", "not namespaced"),
     (lambda c: c.metadata.ClearField("name"), "", "config.metadata.name"),
-], ids=["unknown-handler", "systemd-slice", "node-sysctl", "no-name"])
+    # Once INTERNAL ("embedded null byte", ProcessLookupError from the PID-namespace holder) or accepted.
+    (lambda c: setattr(c.metadata, "name", "web\0x"), "", "config.metadata.name contains a NUL byte"),
+    (lambda c: setattr(c, "hostname", "h\0st"), "", "config.hostname contains a NUL byte"),
+    (lambda c: setattr(c, "hostname", "\u00e9"), "", "config.hostname '\u00e9' is not a valid hostname"),
+    (lambda c: setattr(c.metadata, "name", "../../etc"), "", "metadata.name '../../etc' is not a valid"),
+    (lambda c: setattr(c.metadata, "namespace", "a/b"), "", "config.metadata.namespace 'a/b' is not a valid"),
+    (lambda c: c.labels.update({"k": "v\0"}), "", "config.labels['k'] contains a NUL byte"),
+], ids=["unknown-handler", "systemd-slice", "node-sysctl", "no-name", "nul-name", "nul-hostname",
+        "non-ascii-hostname", "path-name", "path-namespace", "nul-label"])
 def test_bad_pods_are_refused_with_a_clear_message(crib: CribDaemon, session_tag: str, mutate, handler: str,
                                                    needle: str) -> None:
     config = pod_config(session_tag)

@@ -1,10 +1,38 @@
-"""Request checks that need no state: what is missing or malformed is refused before any work starts."""
+"""Request checks that need no state: what is missing or malformed is refused before any work starts.
+
+Names. kubelet sends DNS-1123 names (lowercase), but critest and crictl users send upper case, long
+container names (critest's run past 80 characters) and underscores, and containerd accepts them, so crib
+accepts letters of either case, digits, '-', '.' and '_', starting and ending with a letter or digit, up to
+253 characters. What is refused is what can only do harm: a NUL byte (every name ends up in a C string), a
+'/' or a leading '.' (a name must never become a path, "../../etc"), spaces, control and non-ASCII
+characters. A pod's namespace and uid may not contain '_': the pod's reserved name joins name, namespace,
+uid and attempt with '_', and only this keeps that join unambiguous (kubelet's never contain one).
+
+Hostnames follow RFC 1123 (labels of letters, digits and '-', at most 64 characters in all: the kernel's
+limit), as sethostname and /etc/hosts need them; upper case is kept (critest compares case-insensitively).
+
+No string field of a request may hold a NUL byte: each one ends up as a file name, an argv or env entry,
+or a C string in runc, where NUL either cuts the value short or fails deep inside with a confusing error.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
 from crib.errors import InvalidArgument
+
+MAX_NAME = 253
+MAX_HOSTNAME = 64  # HOST_NAME_MAX
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?\Z")
+_NAME_NO_UNDERSCORE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
+_TEXT = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)  # KeyValue.value (env) is bytes
+_MESSAGE = FieldDescriptor.TYPE_MESSAGE
 
 
 def _need(value: str, what: str) -> None:
@@ -12,15 +40,79 @@ def _need(value: str, what: str) -> None:
         raise InvalidArgument(f"{what} is empty; it is required")
 
 
+def _name(value: str, what: str, *, underscore: bool = True, required: bool = True) -> None:
+    if not value:
+        if required:
+            raise InvalidArgument(f"{what} is empty; it is required")
+        return
+    pattern = _NAME if underscore else _NAME_NO_UNDERSCORE
+    if len(value) > MAX_NAME or not pattern.match(value):
+        allowed = "letters, digits, '-', '.' and '_'" if underscore else "letters, digits, '-' and '.'"
+        raise InvalidArgument(f"{what} {value[:80]!r} is not a valid name: use {allowed}, starting and "
+                              f"ending with a letter or digit, at most {MAX_NAME} characters")
+
+
+def hostname(value: str, what: str = "config.hostname") -> None:
+    """An RFC 1123 hostname of at most 64 characters; "" is fine (the pod's name or id is used)."""
+    if not value:
+        return
+    if len(value) > MAX_HOSTNAME or not _HOSTNAME.match(value):
+        raise InvalidArgument(f"{what} {value[:80]!r} is not a valid hostname: use dot-separated labels of "
+                              f"letters, digits and '-' (each at most 63, {MAX_HOSTNAME} characters in all)")
+
+
+def no_nul(msg: Message, prefix: str = "") -> None:
+    """Refuse a NUL byte in any string (map keys and values, repeated and nested fields included).
+
+    Raises:
+        InvalidArgument: naming the field, as a dotted path (`config.labels["a"]`, `config.args[2]`).
+    """
+    for field, value in msg.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.type in _TEXT:
+            nul = "\0" if field.type == FieldDescriptor.TYPE_STRING else b"\0"
+            items = enumerate(value) if field.is_repeated else ((None, value),)
+            for index, text in items:
+                if nul in text:
+                    where = path if index is None else f"{path}[{index}]"
+                    raise InvalidArgument(f"{where} contains a NUL byte; remove it")
+        elif field.type == _MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                for key, item in value.items():
+                    where = f"{path}[{key[:40]!r}]" if isinstance(key, str) else f"{path}[{key}]"
+                    if isinstance(key, str) and "\0" in key:
+                        raise InvalidArgument(f"{path} has a key with a NUL byte ({key[:40]!r}); remove it")
+                    if isinstance(item, str):
+                        if "\0" in item:
+                            raise InvalidArgument(f"{where} contains a NUL byte; remove it")
+                    elif isinstance(item, Message):
+                        no_nul(item, f"{where}.")
+            elif field.is_repeated:
+                for index, item in enumerate(value):
+                    no_nul(item, f"{path}[{index}].")
+            else:
+                no_nul(value, f"{path}.")
+
+
 def run_pod_sandbox(request: Any) -> None:
     if not request.HasField("config"):
         raise InvalidArgument("RunPodSandbox: config is missing")
-    meta = request.config.metadata
     if not request.config.HasField("metadata"):
         raise InvalidArgument("RunPodSandbox: config.metadata is missing; the pod needs a name")
-    _need(meta.name, "config.metadata.name")
-    if request.config.hostname and len(request.config.hostname) > 64:
-        raise InvalidArgument(f"config.hostname {request.config.hostname!r} is longer than 64 characters")
+    no_nul(request)
+    meta = request.config.metadata
+    _name(meta.name, "config.metadata.name")
+    _name(meta.namespace, "config.metadata.namespace", underscore=False, required=False)
+    _name(meta.uid, "config.metadata.uid", underscore=False, required=False)
+    hostname(request.config.hostname)
+    _log_directory(request.config.log_directory)
+    _name(request.runtime_handler, "runtime_handler", required=False)
+
+
+def _log_directory(value: str) -> None:
+    if value and not value.startswith("/"):
+        raise InvalidArgument(f"config.log_directory {value[:80]!r} must be an absolute path "
+                              "(kubelet gives /var/log/pods/<namespace>_<name>_<uid>)")
 
 
 def create_container(request: Any) -> None:
@@ -30,13 +122,18 @@ def create_container(request: Any) -> None:
     config = request.config
     if not config.HasField("metadata"):
         raise InvalidArgument("CreateContainer: config.metadata is missing; the container needs a name")
-    _need(config.metadata.name, "config.metadata.name")
+    no_nul(request)
+    _name(config.metadata.name, "config.metadata.name")
     if not config.HasField("image") or not config.image.image:
         raise InvalidArgument(f"container {config.metadata.name!r}: config.image.image is empty; "
                               "name the image")
     if not request.HasField("sandbox_config"):
         raise InvalidArgument(f"container {config.metadata.name!r}: sandbox_config is missing; pass the "
                               "pod's PodSandboxConfig as given to RunPodSandbox")
+    if ".." in config.log_path.split("/"):
+        raise InvalidArgument(f"container {config.metadata.name!r}: config.log_path {config.log_path[:80]!r} "
+                              "must stay inside the pod's log_directory (no '..'); kubelet gives "
+                              "<container name>/<restart count>.log")
 
 
 def container_id(value: str) -> None:
@@ -51,6 +148,7 @@ def exec_sync(request: Any) -> None:
     _need(request.container_id, "container_id")
     if not request.cmd or not request.cmd[0]:
         raise InvalidArgument("ExecSync: cmd is empty; give the command to run")
+    no_nul(request)
     if request.timeout < 0:
         raise InvalidArgument(f"ExecSync: timeout {request.timeout} is negative")
 
@@ -67,6 +165,7 @@ def exec_(request: Any) -> None:
     _need(request.container_id, "container_id")
     if not request.cmd or not request.cmd[0]:
         raise InvalidArgument("Exec: cmd is empty; give the command to run")
+    no_nul(request)
     _streams("Exec", request)
 
 
@@ -89,5 +188,5 @@ def update_pod_resources(request: Any) -> None:
                               "LinuxContainerResources (overhead is optional)")
 
 
-__all__ = ["attach", "container_id", "create_container", "exec_", "exec_sync", "port_forward",
-           "run_pod_sandbox", "sandbox_id", "update_pod_resources"]
+__all__ = ["attach", "container_id", "create_container", "exec_", "exec_sync", "hostname", "no_nul",
+           "port_forward", "run_pod_sandbox", "sandbox_id", "update_pod_resources"]
