@@ -76,7 +76,7 @@ def no_nul(msg: Message, prefix: str = "") -> None:
                 if nul in text:
                     where = path if index is None else f"{path}[{index}]"
                     raise InvalidArgument(f"{where} contains a NUL byte; remove it")
-        elif field.type == _MESSAGE:
+        elif field.type == _MESSAGE and field.message_type is not None:
             if field.message_type.GetOptions().map_entry:
                 for key, item in value.items():
                     where = f"{path}[{key[:40]!r}]" if isinstance(key, str) else f"{path}[{key}]"
