@@ -3,6 +3,8 @@
 Like pods, creation runs in a task shielded from the RPC, so kubelet's retry after a deadline finds the
 container being (or already) created instead of an error. Start, stop and remove take the container's
 lock. Exits come from conmon's exit files (runtime/exits.py) through on_exit(), which also wakes stops.
+Each live container's conmon is watched too: one that ends without an exit file is reconciled from runc's
+state (containers/lost.py), so neither status nor a stop waits for a file that will never come.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from typing import Any, TypeVar
 from crib import ids, log
 from crib.containers import create as create_mod
 from crib.containers import exec as exec_mod
-from crib.containers import idmapped, imagevols, usage
+from crib.containers import idmapped, imagevols, lost, usage
 from crib.containers.deps import ContainerDeps
 from crib.containers.events import ContainerEvent, EventKind
 from crib.containers.stop import terminate
-from crib.errors import FailedPrecondition, InvalidArgument, NotFound
+from crib.errors import CribError, FailedPrecondition, InvalidArgument, NotFound
 from crib.hooks import ContainerStep
 from crib.metrics import ContainerReading, PodReading
 from crib.rootfs import overlay
@@ -33,6 +35,7 @@ from crib.runtime.runc import RUNC_TIMEOUT, ExecResult, InteractiveExec, sweep_e
 from crib.state.pending import PendingNames
 from crib.state.records import ContainerRecord, Phase, SandboxRecord
 from crib.system.cgstats import CgroupStats
+from crib.system.pidwatch import ProcessWatch
 
 _log = log.get(__name__)
 T = TypeVar("T")
@@ -50,6 +53,7 @@ class ContainerService:
         # Containers between `runc start` and their STARTED event: an exit recorded meanwhile (a command
         # that exits at once) publishes its STOPPED event after STARTED, never before.
         self._starting: dict[str, list[ContainerRecord]] = {}
+        self._monitors = ProcessWatch(self._monitor_gone)  # conmon, or the container once conmon is gone
 
     def _id_by_name(self, name: str) -> str | None:
         rec = self.deps.store.container_by_name(name)
@@ -98,6 +102,7 @@ class ContainerService:
             async with self.deps.locks.hold(cid):
                 rec = await create_mod.create(self.deps, rec, sandbox, config, sandbox_config, image, volumes)
             log.event(_log, 20, "container created", container=cid, name=name, pid=rec.pid)
+            await self._track(rec)
             await self.deps.hooks.container(ContainerStep.POST_CREATE, rec)
             self._publish(EventKind.CREATED, rec)
             claim.done(cid)
@@ -163,6 +168,7 @@ class ContainerService:
         """Remove runc state, conmon leftovers, the rootfs and the row (idempotent)."""
         lay = self.deps.layout
         bundle = lay.bundle(rec.id)
+        self._monitors.forget(rec.id)
         conmon.shim_abort(bundle)
         conmon.kill_monitor(bundle)
         await self.deps.runcs[rec.runtime_handler].delete(rec.id, force=True)
@@ -198,13 +204,66 @@ class ContainerService:
         message = "the container exceeded its memory limit and was killed by the kernel" if oom else ""
         rec = self.deps.store.put_container(dataclasses.replace(
             rec, finished_at=found.at_ns, exit_code=found.code, reason=reason, message=message))
+        self._exited_now(rec)
+
+    def _exited_now(self, rec: ContainerRecord) -> None:
+        """An exit is recorded: wake stops, stop watching, tell subscribers."""
+        self._monitors.forget(rec.id)
         self._exited.setdefault(rec.id, asyncio.Event()).set()
-        log.event(_log, 20, "container exited", container=rec.id, code=found.code, reason=reason)
+        log.event(_log, 20 if rec.reason != lost.UNKNOWN_REASON else 30, "container exited",
+                  container=rec.id, code=rec.exit_code, reason=rec.reason)
         if rec.id in self._starting:
             self._starting[rec.id].append(rec)
         else:
             self.deps.hooks.exited(rec)
             self._publish(EventKind.STOPPED, rec)
+
+    # ------------------------------------------------------------------------------- lost monitors
+
+    async def _track(self, rec: ContainerRecord) -> None:
+        """Watch the conmon of a live container; reconcile at once if it is already gone."""
+        bundle = self.deps.layout.bundle(rec.id)
+        pid = conmon.read_pid(bundle / conmon.CONMON_PIDFILE)
+        watched = pid > 0 and self._monitors.watch(rec.id, pid)
+        if not watched or not conmon.monitor_alive(bundle, rec.id):  # gone, or its pid already reused
+            self._monitors.forget(rec.id)
+            await self._reconcile(rec.id)
+
+    def _monitor_gone(self, cid: str) -> None:
+        task = asyncio.ensure_future(self._reconcile(cid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reconcile(self, cid: str) -> None:
+        """The watched process of a live container ended: record its exit from the exit file or runc."""
+        rec = self.deps.store.containers.get(cid)
+        if rec is None or rec.exited or rec.phase is not Phase.CREATED:
+            return
+        found = exits.read_exit(self.deps.layout.exits, cid)
+        if found is not None:
+            self.on_exit(found)
+            return
+        if conmon.monitor_alive(self.deps.layout.bundle(cid), cid):
+            return  # a report from a watch that was replaced meanwhile; conmon will write the file
+        try:
+            status, pid = await lost.runtime_status(self.deps, rec)
+        except CribError as exc:
+            log.event(_log, 40, "container's monitor is gone and runc cannot tell its state; asked again at "
+                      "the next stop or restart", container=cid, error=str(exc))
+            return
+        rec = self.deps.store.containers.get(cid)
+        if rec is None or rec.exited or rec.phase is not Phase.CREATED:
+            return
+        found = exits.read_exit(self.deps.layout.exits, cid)  # conmon may have written it after all
+        if found is not None:
+            self.on_exit(found)
+        elif status == lost.STOPPED:
+            self._exited_now(self.deps.store.put_container(lost.unknown_exit(rec)))
+        elif pid > 0 and not self._monitors.watching(cid):
+            log.event(_log, 30, "container outlives its monitor (conmon): its output is no longer logged "
+                      "and its exit status will be unknown", container=cid, pid=pid, state=status)
+            if not self._monitors.watch(cid, pid):
+                await self._reconcile(cid)  # it ended in between: runc now says stopped
 
     async def _wait_exit(self, cid: str, timeout: float) -> bool:
         """Whether the container's exit is recorded within timeout (the exit file is checked too)."""
@@ -214,9 +273,9 @@ class ContainerService:
         event = self._exited.setdefault(cid, asyncio.Event())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
-        found = exits.read_exit(self.deps.layout.exits, cid)
-        if found is not None:
-            self.on_exit(found)
+        # Not only the watch's word: a lost exit file or monitor is looked for directly, so a stop always
+        # ends with the truth (the watch may have failed to open, or the event may have been missed).
+        await self._reconcile(cid)
         rec = self.deps.store.containers.get(cid)
         return rec is None or rec.exited
 
@@ -370,14 +429,13 @@ class ContainerService:
                 found = exits.read_exit(lay.exits, rec.id)
                 if found is not None:
                     self.on_exit(found)
-                elif not conmon.monitor_alive(lay.bundle(rec.id)):
-                    self.deps.store.put_container(dataclasses.replace(
-                        rec, finished_at=time.time_ns(), exit_code=255, reason="Error",
-                        message="the container's monitor (conmon) died and left no exit status"))
+                else:
+                    await self._track(rec)
             except Exception:
                 _log.exception("restoring container %s failed; it is left as found", rec.id)
 
     async def close(self) -> None:
+        self._monitors.close()
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(Exception):

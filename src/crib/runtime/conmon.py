@@ -322,15 +322,17 @@ def shim_abort(bundle: Path) -> None:
             os.close(fd)
 
 
-def monitor_alive(bundle: Path) -> bool:
-    """Whether the conmon recorded in bundle still runs (and is a conmon, not a recycled pid)."""
+def monitor_alive(bundle: Path, cid: str = "") -> bool:
+    """Whether the conmon recorded in bundle still runs (and is a conmon, not a recycled pid; with cid, the
+    conmon of that container: its command line names it)."""
     pid = read_pid(bundle / CONMON_PIDFILE)
     if pid <= 0:
         return False
     try:
-        return b"conmon" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
+    return b"conmon" in args[0] and (not cid or cid.encode() in args)
 
 
 __all__ = ["CONMON_PIDFILE", "Attachment", "Created", "Launch", "Monitor", "argv", "attach", "create",
