@@ -234,11 +234,12 @@ def test_200_pod_cycles_leak_nothing(crib_factory: Callable[..., CribDaemon], be
                                      session_tag: str) -> None:
     bed.write_conflist()
     daemon = daemon_on(crib_factory, bed)
-    base = free_port()
+    pool = [free_port() for _ in range(5)]
     seen: set[str] = set()
     for i in range(200):
-        # hostPorts come and go in a small set, so a rule left by one pod would collide with a later one.
-        ports = [api.PortMapping(protocol=api.TCP, container_port=80, host_port=base + i % 5)]
+        # hostPorts come and go in a small set, so a rule (or a reservation) left by one pod would collide
+        # with a later one.
+        ports = [api.PortMapping(protocol=api.TCP, container_port=80, host_port=pool[i % 5])]
         if i % 2:
             ports = []
         sid = run_pod(daemon, bed, pod_config(session_tag, ports=ports))

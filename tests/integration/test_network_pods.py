@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import socket
 from collections.abc import Callable
 
 import grpc
+import pytest
 
 from crib._proto.runtime.v1 import api_pb2 as api
 from tests.fixtures.cni import Testbed
+from tests.fixtures.cri import code_of
 from tests.fixtures.daemon import CribDaemon
 from tests.integration.net_helpers import (
     cache_entries,
@@ -102,3 +105,51 @@ def test_dual_stack_pod_reports_both_families(crib_factory: Callable[..., CribDa
     assert all(ip in hosts for ip in ips)
     remove_pod(daemon, sid)
     assert bed.leaks(ips) == []
+
+
+def test_a_host_port_is_held_by_its_pod_until_stop(crib_factory: Callable[..., CribDaemon], bed: Testbed,
+                                                   session_tag: str) -> None:
+    """Two pods claiming one hostPort: the second is refused naming the first; a process on the node is
+    refused too; the port is held across a daemon restart and given back at StopPodSandbox."""
+    bed.write_conflist()
+    daemon = daemon_on(crib_factory, bed)
+    port = free_port()
+    mapping = [api.PortMapping(protocol=api.TCP, container_port=80, host_port=port)]
+    first = run_pod(daemon, bed, pod_config(session_tag, ports=mapping))
+
+    code, message = code_of(lambda: run_pod(daemon, bed, pod_config(session_tag, ports=mapping)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"hostPort {port}/tcp on all addresses is already held by pod {first}" in message
+    with socket.socket() as squatter, pytest.raises(OSError, match="in use"):
+        squatter.bind(("127.0.0.1", port))  # crib holds it against the node's processes too
+
+    daemon.kill()  # the held socket dies with the daemon; the restarted one takes the port again
+    daemon.start()
+    with socket.socket() as squatter, pytest.raises(OSError, match="in use"):
+        squatter.bind(("127.0.0.1", port))
+    code, message = code_of(lambda: run_pod(daemon, bed, pod_config(session_tag, ports=mapping)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+
+    stop_pod(daemon, first)
+    second = run_pod(daemon, bed, pod_config(session_tag, ports=mapping))  # free again after the stop
+    remove_pod(daemon, second)
+    daemon.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=first), timeout=60)
+    assert daemon.runtime.ListPodSandbox(api.ListPodSandboxRequest(), timeout=10).items == []
+    assert bed.leaks() == []
+
+
+def test_a_host_port_in_use_on_the_node_fails_the_pod_and_leaves_nothing(
+        crib_factory: Callable[..., CribDaemon], bed: Testbed, session_tag: str) -> None:
+    bed.write_conflist()
+    daemon = daemon_on(crib_factory, bed)
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        mapping = [api.PortMapping(protocol=api.TCP, container_port=80, host_port=port)]
+        code, message = code_of(lambda: run_pod(daemon, bed, pod_config(session_tag, ports=mapping)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"hostPort {port}/tcp on all addresses is already in use on the node" in message
+    assert daemon.runtime.ListPodSandbox(api.ListPodSandboxRequest(), timeout=10).items == []
+    assert cache_entries(daemon) == []
+    assert bed.leaks() == []

@@ -13,6 +13,7 @@ import pytest
 from crib.config import Duration, NetworkConfig
 from crib.errors import FailedPrecondition, InvalidArgument, Unavailable
 from crib.network import CNIManager, CNIPluginError, PodNetworkRequest, PortMapping, defaults
+from crib.network.hostports import HostPorts
 from crib.network.invoke import Outcome
 from crib.testing.cni import FakePlugins
 
@@ -48,7 +49,8 @@ def make(dirs: dict[str, Path]) -> Callable[..., tuple[CNIManager, FakePlugins]]
                                     "write_default_conflist": False, "plugin_timeout": Duration(5)}
         settings.update(cfg)
         manager = CNIManager(NetworkConfig(**settings), root=str(dirs["root"]), runner=fake,
-                             is_netns=lambda path: path == NETNS)
+                             is_netns=lambda path: path == NETNS,
+                             host_ports=HostPorts(bind=lambda port: None))
         return manager, fake
 
     return build
@@ -277,9 +279,12 @@ async def test_reconcile_deletes_attachments_of_pods_that_are_gone(make: Callabl
     manager, fake = make()
     await manager.reload()
     await manager.setup(request())
-    await manager.setup(request(sandbox_id="6" * 64))
+    await manager.setup(request(sandbox_id="6" * 64, port_mappings=(
+        PortMapping(protocol="tcp", container_port=80, host_port=8081),)))
+    assert set(manager.host_ports.held()) == {SID, "6" * 64}
     fake.calls.clear()
     assert await manager.reconcile({"6" * 64}) == []
+    assert set(manager.host_ports.held()) == {"6" * 64}
     assert {c.env["CNI_CONTAINERID"] for c in fake.calls} == {SID}
     assert cached(dirs) == [f"net1-{'6' * 64}-eth0"]
 

@@ -17,6 +17,7 @@ or a C string in runc, where NUL either cuts the value short or fails deep insid
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -31,6 +32,7 @@ _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?\Z")
 _NAME_NO_UNDERSCORE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\Z")
+_PROTOCOLS = (0, 1, 2)  # TCP, UDP, SCTP
 _TEXT = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)  # KeyValue.value (env) is bytes
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 
@@ -107,6 +109,22 @@ def run_pod_sandbox(request: Any) -> None:
     hostname(request.config.hostname)
     _log_directory(request.config.log_directory)
     _name(request.runtime_handler, "runtime_handler", required=False)
+    _port_mappings(request.config.port_mappings)
+
+
+def _port_mappings(mappings: Any) -> None:
+    for index, pm in enumerate(mappings):
+        where = f"config.port_mappings[{index}]"
+        if pm.protocol not in _PROTOCOLS:
+            raise InvalidArgument(f"{where}.protocol {pm.protocol} is not TCP (0), UDP (1) or SCTP (2)")
+        for field in ("container_port", "host_port"):
+            if not 0 <= getattr(pm, field) <= 65535:
+                raise InvalidArgument(f"{where}.{field} {getattr(pm, field)} is out of range 0-65535")
+        if pm.host_ip:
+            try:
+                ipaddress.ip_address(pm.host_ip)
+            except ValueError:
+                raise InvalidArgument(f"{where}.host_ip {pm.host_ip[:80]!r} is not an IP address") from None
 
 
 def _log_directory(value: str) -> None:

@@ -10,6 +10,8 @@ Design notes:
   nothing of it is left; if even that DEL fails, the entry stays and the pod's teardown retries it.
 - One lock per pod: the spec forbids parallel operations on one container. GC (1.1.0 plugins) runs
   exclusively of every ADD and DEL.
+- Host ports are reserved (network/hostports.py) before ADD and given back once every attachment of the
+  pod is deleted, so a clash is an error at RunPodSandbox instead of two DNAT rules fighting.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from crib import log
 from crib.config import NetworkConfig
 from crib.errors import FailedPrecondition, InvalidArgument, Unavailable
 from crib.network import conf as conf_mod
-from crib.network import defaults, invoke, results
+from crib.network import defaults, hostports, invoke, results
 from crib.network.cache import Attachment, ResultCache
 from crib.network.chain import Chain
 from crib.network.loader import ConfLoader, Snapshot
@@ -90,13 +92,15 @@ class CNIManager:
     """Pod networking through CNI plugins; see the module note."""
 
     def __init__(self, cfg: NetworkConfig, *, root: str, runner: invoke.PluginExec | None = None,
-                 watch_interval: float = 1.0, is_netns: Callable[[str], bool] = _is_netns) -> None:
+                 watch_interval: float = 1.0, is_netns: Callable[[str], bool] = _is_netns,
+                 host_ports: hostports.HostPorts | None = None) -> None:
         """Args:
             cfg: the [network] configuration.
             root: crib's persistent root (cache in <root>/cni/results, default leases in <root>/cni/networks).
             runner: how plugins are executed (a fake in unit tests).
             watch_interval: seconds between looks at the conf and plugin dirs.
             is_netns: whether a path is a pinned network namespace (a fake in unit tests, which have no root).
+            host_ports: the host-port reservations (one binding no sockets in unit tests).
         """
         self._cfg = cfg
         self._is_netns = is_netns
@@ -110,6 +114,7 @@ class CNIManager:
         self._reload_lock = asyncio.Lock()
         self._pod_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._gate = _Gate()
+        self.host_ports = host_ports or hostports.HostPorts()
         self._background: set[asyncio.Task[Any]] = set()
         self._pod_cidr = ""
         self._default_written = ""
@@ -128,10 +133,25 @@ class CNIManager:
                       error=str(exc))
         self._watcher.mark_seen()
         await self.reload()
+        await self._hold_cached_ports()
         self._watcher.start()
 
     async def stop(self) -> None:
         await self._watcher.stop()
+        self.host_ports.close()
+
+    async def _hold_cached_ports(self) -> None:
+        """After a restart: take again the host ports of the attachments that are up (see hostports.py)."""
+        for att in await asyncio.to_thread(self._cache.all):
+            wanted = hostports.from_capability(att.capability_args.get("portMappings") or [])
+            if not att.complete or not wanted:
+                continue
+            try:
+                self.host_ports.reserve(att.container_id, wanted)
+            except Exception as exc:
+                log.event(_log, 30, "cannot hold a running pod's host ports again after the restart; its "
+                          "DNAT rules stay, but another process may take the port", sandbox=att.container_id,
+                          error=str(exc))
 
     # ------------------------------------------------------------------------------------ readiness
 
@@ -269,9 +289,14 @@ class CNIManager:
                          netns=request.netns_path, config=conf.raw, cni_version=snap.version,
                          cni_args=cni_args(request), capability_args=capability_args(request))
         async with self._pod(request.sandbox_id):
-            for stale in await asyncio.to_thread(self._cache.for_container, request.sandbox_id):
-                await self._delete(stale)  # never ADD twice without a DEL in between (spec section 2)
-            result = await self._add(conf, att)
+            self.host_ports.reserve(request.sandbox_id, request.port_mappings)
+            try:
+                for stale in await asyncio.to_thread(self._cache.for_container, request.sandbox_id):
+                    await self._delete(stale)  # never ADD twice without a DEL in between (spec section 2)
+                result = await self._add(conf, att)
+            except BaseException:
+                await self._release_ports_if_down(request.sandbox_id)
+                raise
         ips = results.pod_ips(results.parse(result), IFNAME)
         log.event(_log, 20, "pod network up", sandbox=request.sandbox_id, network=conf.name,
                   ips=",".join(ips))
@@ -341,6 +366,13 @@ class CNIManager:
                 log.event(_log, 40, "unreadable CNI cache entry: this pod's network cannot be torn down; "
                           "inspect the file, then run DEL by hand or remove it", sandbox=request.sandbox_id,
                           path=path)
+            await self._release_ports_if_down(request.sandbox_id)
+
+    async def _release_ports_if_down(self, sandbox_id: str) -> None:
+        """Give back a pod's host ports once no attachment of it is left (a failed DEL keeps them: its DNAT
+        rules may still be there)."""
+        if not await asyncio.to_thread(self._cache.for_container, sandbox_id):
+            self.host_ports.release(sandbox_id)
 
     async def check(self, request: PodNetworkRequest) -> None:
         """CNI CHECK of the pod's attachments (where the config and its version allow it).
@@ -372,6 +404,7 @@ class CNIManager:
                     continue
                 try:
                     await self._delete(att)
+                    await self._release_ports_if_down(att.container_id)
                     log.event(_log, 20, "removed the network attachment of a pod that is gone",
                               sandbox=att.container_id, network=att.network_name)
                 except Exception as exc:
