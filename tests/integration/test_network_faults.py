@@ -198,6 +198,52 @@ def test_daemon_killed_during_add_cleans_up_after_restart(crib_factory: Callable
     assert bed.leaks(ips) == []
 
 
+def test_a_pod_cut_by_a_crash_whose_del_fails_at_restart_is_kept_notready_for_removal(
+        crib_factory: Callable[..., CribDaemon], bed: Testbed, session_tag: str) -> None:
+    """Once, a pod left CREATING by a crash whose undo (DEL) failed at restart stayed hidden, holding its
+    namespaces and network, until some later restart. Now it is listed NOTREADY and removable."""
+    marker, failing = bed.tmp / "stalled", bed.tmp / "del-fails"
+    stalling = _failpoint(stall={"command": "ADD", "marker": str(marker), "seconds": 2}, fail=["DEL"],
+                          when="before", while_exists=str(failing), msg="DEL refused")
+    bed.write_conflist([bed.bridge_plugin(), stalling, {"type": "loopback"}])
+    daemon = daemon_on(crib_factory, bed)
+    call = daemon.runtime.RunPodSandbox.future(api.RunPodSandboxRequest(
+        config=pod_config(session_tag, ports=_ports())), timeout=60)
+    deadline = time.monotonic() + 30
+    while not marker.exists():
+        assert time.monotonic() < deadline, "ADD never reached the stalling plugin:\n" + daemon.log_tail()
+        time.sleep(0.02)
+    daemon.kill()
+    with pytest.raises(grpc.RpcError):
+        call.result()
+    (cached,) = cache_entries(daemon)
+    sid = json.loads((daemon.root / "cni" / "results" / cached).read_bytes())["containerId"]
+    bed.sandbox_ids.append(sid)
+    plugin_pid = int(marker.read_text())
+    while not _gone(plugin_pid):
+        time.sleep(0.05)
+    failing.touch()
+    try:
+        daemon.start()
+        assert _listed(daemon) == [sid]
+        assert pod_state(daemon, sid) == api.SANDBOX_NOTREADY
+        assert is_pinned_netns(daemon.runroot / "netns" / sid)  # kept for the DEL still owed
+        daemon.wait_for_log("pod creation cut by a restart could not be undone; pod kept NOTREADY")
+        code, details = code_of(lambda: daemon.runtime.RemovePodSandbox(
+            api.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=60))
+        assert code == grpc.StatusCode.UNKNOWN
+        assert "DEL refused" in details
+        assert _listed(daemon) == [sid]
+        failing.unlink()
+        daemon.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=60)
+        assert _listed(daemon) == []
+        assert cache_entries(daemon) == []
+        assert bed.leaks() == []
+    finally:
+        failing.unlink(missing_ok=True)
+        marker.unlink(missing_ok=True)
+
+
 def test_attachments_of_pods_gone_from_the_state_are_deleted_at_start(
         crib_factory: Callable[..., CribDaemon], bed: Testbed, session_tag: str) -> None:
     """A cache entry whose pod crib no longer knows (a wiped state.db, a hand-made entry) is DELeted."""

@@ -195,7 +195,7 @@ class SandboxService:
             try:
                 if rec.phase is Phase.CREATING:
                     log.event(_log, 30, "undoing pod creation cut by a restart", pod=rec.id)
-                    await teardown.purge(self.deps, rec)
+                    await self._undo_cut_creation(rec)
                 elif rec.phase is Phase.REMOVING:
                     log.event(_log, 30, "finishing pod removal cut by a restart", pod=rec.id)
                     await teardown.remove(self.deps, rec)
@@ -203,6 +203,23 @@ class SandboxService:
                     await teardown.stop(self.deps, rec)
             except Exception:
                 _log.exception("restoring pod %s failed; it is left as found", rec.id)
+
+    async def _undo_cut_creation(self, rec: SandboxRecord) -> None:
+        """Purge a pod a crash left CREATING; if that fails (a CNI DEL that fails), keep it NOTREADY.
+
+        A CREATING pod is hidden from ListPodSandbox, so a pod whose undo failed would otherwise hold its
+        namespaces, cgroups and network until some later restart, with nobody able to see or remove it.
+        Surfaced as a stopped pod, kubelet (or crictl rmp) removes it, and RemovePodSandbox retries the
+        very steps that failed here.
+        """
+        try:
+            await teardown.purge(self.deps, rec)
+        except Exception as exc:
+            current = self.deps.store.sandboxes.get(rec.id, rec)
+            self.deps.store.put_sandbox(dataclasses.replace(current, phase=Phase.CREATED,
+                                                            stopped_at=time.time_ns()))
+            log.event(_log, 40, "pod creation cut by a restart could not be undone; pod kept NOTREADY for "
+                      "RemovePodSandbox, which retries", pod=rec.id, error=str(exc))
 
     async def close(self) -> None:
         """Wait briefly for creations in flight (their undo runs if they are cancelled)."""
