@@ -14,6 +14,9 @@ import grpc
 import pytest
 
 from crib._proto.runtime.v1 import api_pb2 as api
+from crib._proto.runtime.v1 import api_pb2_grpc
+from tests.fixtures import images as img
+from tests.fixtures.cri import Pod, container_config, pod_config, pull, wait_for
 from tests.fixtures.daemon import CribDaemon
 
 
@@ -80,6 +83,41 @@ def test_sigterm_exits_zero_and_removes_socket(crib: CribDaemon) -> None:
     assert crib.proc.wait(20) == 0
     assert not crib.socket.exists()
     assert "crib daemon stopped" in crib.log_tail()
+
+
+def test_sigterm_waits_for_a_slow_call_in_flight(crib: CribDaemon, images: img.Catalogue, session_tag: str,
+                                                 tmp_path: Path) -> None:
+    """SIGTERM stops accepting calls, lets the one in flight finish with its answer, then exits 0; the
+    container it ran in is left running (conmon owns it) for the next daemon."""
+    busybox = images.reference(img.BUSYBOX)
+    pull(crib, busybox)
+    pod = Pod(crib, pod_config(session_tag, log_dir=tmp_path / "logs"))
+    cid = pod.run(container_config(busybox, "sleeper", command=["sleep", "1000"]))
+    marker = "/tmp/in-flight"
+    command = ["sh", "-c", f"touch {marker}; sleep 3; echo finished"]
+    slow = crib.runtime.ExecSync.future(api.ExecSyncRequest(container_id=cid, cmd=command, timeout=30),
+                                        timeout=60)
+    rootfs = crib.runroot / "containers" / cid / "rootfs"
+    wait_for(lambda: (rootfs / marker.lstrip("/")).exists(), what="the exec to start")
+    crib.signal(signal.SIGTERM)
+    crib.wait_for_log("shutting down")
+    with pytest.raises(grpc.RpcError) as info:  # no new calls once shutting down
+        grpc_channel_version(crib)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    reply = slow.result(timeout=30)
+    assert (reply.exit_code, reply.stdout) == (0, b"finished\n")
+    assert crib.proc is not None
+    assert crib.proc.wait(20) == 0
+    assert "method=ExecSync" in crib.wait_for_log("method=ExecSync")
+    crib.start()
+    assert pod.status(cid).state == api.CONTAINER_RUNNING  # shutdown touched no container
+    pod.remove()
+
+
+def grpc_channel_version(crib: CribDaemon) -> None:
+    """A Version call on a fresh connection (the test's shared channel may be the one being drained)."""
+    with grpc.insecure_channel(crib.endpoint) as channel:
+        api_pb2_grpc.RuntimeServiceStub(channel).Version(api.VersionRequest(), timeout=2)
 
 
 def test_sigint_exits_zero(crib: CribDaemon) -> None:
