@@ -55,14 +55,15 @@ def test_pods_that_kubelet_critest_and_crictl_send_are_accepted(request_: api.Ru
     (_pod(annotations={"k\0": "v"}), "config.annotations has a key with a NUL byte"),
     (_pod(dns_config=api.DNSConfig(servers=["1.1.1.1", "8.8.8.8\0"])), "dns_config.servers[1] contains"),
     (_pod(log_directory="relative/logs"), "config.log_directory 'relative/logs' must be an absolute path"),
+    (_pod(log_directory="/var/log/pods/../../etc"), "must be an absolute path without '..'"),
     (_pod(port_mappings=[api.PortMapping(protocol=7)]), "config.port_mappings[0].protocol 7 is not TCP"),
     (_pod(port_mappings=[api.PortMapping(host_port=65536)]), "port_mappings[0].host_port 65536 is out of"),
     (_pod(port_mappings=[api.PortMapping(container_port=-80)]), "port_mappings[0].container_port -80 is"),
     (_pod(port_mappings=[api.PortMapping(host_ip="::1::")]), "port_mappings[0].host_ip '::1::' is not an IP"),
 ], ids=["nul", "path", "dot", "space", "long", "non-ascii", "namespace-underscore", "uid-slash",
         "hostname-non-ascii", "hostname-long", "hostname-empty-label", "hostname-underscore", "hostname-dash",
-        "label-value-nul", "annotation-key-nul", "dns-server-nul", "log-dir-relative", "port-protocol",
-        "host-port-range", "container-port-negative", "host-ip"])
+        "label-value-nul", "annotation-key-nul", "dns-server-nul", "log-dir-relative", "log-dir-dotdot",
+        "port-protocol", "host-port-range", "container-port-negative", "host-ip"])
 def test_bad_pods_are_refused_naming_the_field(request_: api.RunPodSandboxRequest, needle: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         validate.run_pod_sandbox(request_)

@@ -128,8 +128,8 @@ def _port_mappings(mappings: Any) -> None:
 
 
 def _log_directory(value: str) -> None:
-    if value and not value.startswith("/"):
-        raise InvalidArgument(f"config.log_directory {value[:80]!r} must be an absolute path "
+    if value and (not value.startswith("/") or ".." in value.split("/")):
+        raise InvalidArgument(f"config.log_directory {value[:80]!r} must be an absolute path without '..' "
                               "(kubelet gives /var/log/pods/<namespace>_<name>_<uid>)")
 
 

@@ -98,6 +98,8 @@ def _json(data: bytes, what: str) -> dict[str, Any]:
         value = json.loads(data)
     except ValueError as exc:
         raise BadImage(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError:  # "[[[[..." nested past the interpreter's stack: no real manifest does that
+        raise BadImage(f"{what} is not a usable JSON document: it is nested too deeply") from None
     if not isinstance(value, dict):
         raise BadImage(f"{what} is not a JSON object")
     return value
