@@ -372,12 +372,15 @@ def unpack_tar(stream: Reader, dest: Path, *, what: str) -> UnpackStats:
             if "empty file" in str(exc):
                 return UnpackStats(entries=0, inodes=1, disk_bytes=_BLOCK)
             raise BrokenLayer(f"{what}: not a tar archive: {exc}") from exc
+        except (tarfile.TarError, ValueError, OverflowError) as exc:  # the first header read at open
+            raise BrokenLayer(f"{what}: broken tar archive: {exc}") from exc
         with tar:
             member: tarfile.TarInfo | None = None
             try:
                 for member in tar:
                     ex.extract(tar, member)
-            except tarfile.TarError as exc:
+            except (tarfile.TarError, ValueError, OverflowError) as exc:
+                # tarfile's parser lets ValueError out for malformed pax values ("GNU.sparse.size=x")
                 raise BrokenLayer(f"{what}: broken tar archive: {exc}") from exc
             except OSError as exc:
                 entry = member.name if member is not None else "(start)"
