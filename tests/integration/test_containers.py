@@ -280,3 +280,43 @@ def test_runtime_handlers_have_their_own_runc_root(crib_factory, images: img.Cat
     finally:
         pod.remove()
     assert not list(alt_root.iterdir())
+
+
+# A runtime that does a real `runc create` and then forgets the container, as a runc killed in the middle
+# of create does: its `runc init` is left waiting in the container's cgroup with no runc state to find it.
+_FORGETFUL_RUNC = """#!/bin/bash
+/usr/sbin/runc "$@"; rc=$?
+root=/run/runc
+for arg in "$@"; do case "$arg" in --root=*) root="${arg#--root=}";; esac; done
+for arg in "$@"; do if [ "$arg" = create ]; then
+  rm -rf "$root/${@: -1}"; echo "runc was killed in the middle of create (simulated)" >&2; exit 137
+fi; done
+exit $rc
+"""
+
+
+def test_a_runc_killed_mid_create_leaves_no_process_or_cgroup(crib_factory, images: img.Catalogue,
+                                                              session_tag: str, tmp_path: Path) -> None:
+    """Once, the orphaned `runc init` kept the container's cgroup, and with it the pod's, busy: the pod's
+    removal then waited out its cgroup bound in every hierarchy (50 s) and left the cgroups behind."""
+    script = tmp_path / "forgetful-runc"
+    script.write_text(_FORGETFUL_RUNC)
+    script.chmod(0o755)
+    crib = crib_factory({"runtime": {"handlers": {"forgetful": {"path": str(script),
+                                                                "root": str(tmp_path / "runc-root")}}}})
+    busybox = images.reference(img.BUSYBOX)
+    pull(crib, busybox)
+    config = pod_config(session_tag)
+    pod = Pod(crib, config, handler="forgetful")
+    try:
+        cut = container_config(busybox, "cut", command=["sleep", "100"])
+        code, message = code_of(lambda: pod.create(cut))
+        assert code == grpc.StatusCode.UNKNOWN
+        assert "killed in the middle of create" in message
+        leaf = Path("/sys/fs/cgroup/memory") / config.linux.cgroup_parent.strip("/")
+        assert [p.name for p in leaf.iterdir() if p.is_dir()] == []  # the container's cgroup is gone
+        assert (leaf / "cgroup.procs").read_text() == ""
+    finally:
+        started = time.monotonic()
+        pod.remove()
+        assert time.monotonic() - started < 5  # no cgroup bound waited out

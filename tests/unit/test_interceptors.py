@@ -102,3 +102,18 @@ def test_tolerant_deserializer_passes_good_bytes_through() -> None:
     good = api.VersionRequest(version="v1").SerializeToString()
     assert _tolerant(api.VersionRequest.FromString)(good) == api.VersionRequest(version="v1")  # type: ignore[misc]
     assert _tolerant(None) is None
+
+
+async def test_a_full_disk_is_resource_exhausted_not_internal() -> None:
+    async def inner(request: Any, context: Any) -> Any:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as exc:
+            raise RuntimeError("writing the layer failed") from exc
+
+    ctx = FakeContext()
+    with pytest.raises(grpc.aio.AbortError):
+        await _wrap_unary("PullImage", inner)(api.PullImageRequest(), ctx)
+    assert ctx.aborted is not None
+    assert ctx.aborted[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "PullImage: the node's disk is full" in ctx.aborted[1]

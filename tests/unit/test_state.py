@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from crib.errors import ResourceExhausted
 from crib.state import Database, decode, encode
 
 
@@ -66,3 +67,28 @@ def test_transaction_commits_or_rolls_back(tmp_path: Path) -> None:
     assert again.query_one("SELECT doc FROM t WHERE id = ?", ("a",))["doc"] == "1"
     assert again.query_one("PRAGMA journal_mode")[0] == "wal"
     again.close()
+
+
+def test_a_full_disk_is_resource_exhausted_and_loses_nothing(tmp_path: Path) -> None:
+    """SQLITE_FULL (a full filesystem under root; here a page limit) is RESOURCE_EXHAUSTED, not a raw
+    sqlite3 error (which answered INTERNAL), and what was committed before stays readable."""
+    db = Database(tmp_path / "state.db")
+    db.migrate(["CREATE TABLE IF NOT EXISTS t (id TEXT PRIMARY KEY, doc TEXT NOT NULL)"])
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO t VALUES (?, ?)", ("kept", "1"))
+    pages = db.query_one("PRAGMA page_count")[0]
+    db.query(f"PRAGMA max_page_count = {pages + 2}")
+
+    def fill() -> None:
+        for i in range(1000):
+            with db.transaction() as tx:
+                tx.execute("INSERT INTO t VALUES (?, ?)", (f"x{i}", "y" * 4000))
+
+    with pytest.raises(ResourceExhausted, match="cannot be written: the disk is full"):
+        fill()
+    assert db.query_one("SELECT doc FROM t WHERE id = 'kept'")["doc"] == "1"
+    db.query(f"PRAGMA max_page_count = {2**30}")
+    with db.transaction() as tx:  # room again: writes work, no transaction was left open
+        tx.execute("INSERT INTO t VALUES (?, ?)", ("after", "2"))
+    assert db.query_one("PRAGMA integrity_check")[0] == "ok"
+    db.close()

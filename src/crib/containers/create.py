@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from crib import failpoints, oci
+from crib import failpoints, log, oci
 from crib.containers import idmapped, imagevols
 from crib.containers import inputs as gather
 from crib.containers.deps import ContainerDeps
@@ -43,6 +43,8 @@ from crib.state.records import (
 )
 from crib.state.undo import Undo
 from crib.system import mount
+
+_log = log.get(__name__)
 
 
 def reserved_name(config: Any, sandbox_id: str) -> str:
@@ -139,7 +141,8 @@ async def create(deps: ContainerDeps, rec: ContainerRecord, sandbox: SandboxReco
         launch = conmon.Launch(cid=cid, name=config.metadata.name, bundle=bundle, log_path=rec.log_path,
                                runc=runc, terminal=config.tty, stdin=config.stdin,
                                stdin_once=config.stdin_once)
-        undo.push("runtime", lambda: _delete_runtime(deps, cid, runc, bundle))
+        cgroup = spec["linux"].get("cgroupsPath", "")
+        undo.push("runtime", lambda: delete_runtime(deps, cid, runc, bundle, cgroup))
         created = await conmon.create(deps.monitor, launch, lambda pid: _place(deps, sandbox, pid))
         failpoints.hit("container.conmon")
 
@@ -211,14 +214,20 @@ def _place(deps: ContainerDeps, sandbox: SandboxRecord, pid: int) -> None:
                                  f"{exc.strerror}") from exc
 
 
-async def _delete_runtime(deps: ContainerDeps, cid: str, runc: Any, bundle: Path) -> None:
-    """Undo of the conmon step (and part of removal): runc state, conmon, exit and attach files."""
+async def delete_runtime(deps: ContainerDeps, cid: str, runc: Any, bundle: Path, cgroup: str) -> None:
+    """Undo of the conmon step, and part of removal: conmon, runc's state, whatever is left in the
+    container's cgroup (a `runc init` orphaned by a runc killed mid-create, which runc has no state for),
+    the exit and attach files. Idempotent."""
     conmon.shim_abort(bundle)
     conmon.kill_monitor(bundle)
     await runc.delete(cid, force=True)
+    if cgroup:
+        failed = await asyncio.to_thread(deps.cgroups.kill_and_remove, cgroup)
+        if failed:
+            log.event(_log, 30, "container cgroup not removed", container=cid, problems="; ".join(failed))
     exits.forget(deps.layout.exits, cid)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(deps.layout.attach / cid)
 
 
-__all__ = ["create", "initial_record", "log_path", "reserved_name", "resources_record"]
+__all__ = ["create", "delete_runtime", "initial_record", "log_path", "reserved_name", "resources_record"]

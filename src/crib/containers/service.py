@@ -17,14 +17,14 @@ import time
 from collections.abc import Coroutine, Mapping
 from typing import Any, TypeVar
 
-from crib import ids, log
+from crib import ids, log, oci
 from crib.containers import create as create_mod
 from crib.containers import exec as exec_mod
 from crib.containers import idmapped, imagevols, lost, usage
 from crib.containers.deps import ContainerDeps
 from crib.containers.events import ContainerEvent, EventKind
 from crib.containers.stop import terminate
-from crib.errors import CribError, FailedPrecondition, InvalidArgument, NotFound
+from crib.errors import CribError, ExternalCommandError, FailedPrecondition, InvalidArgument, NotFound
 from crib.hooks import ContainerStep
 from crib.metrics import ContainerReading, PodReading
 from crib.rootfs import overlay
@@ -39,6 +39,7 @@ from crib.system.pidwatch import ProcessWatch
 
 _log = log.get(__name__)
 T = TypeVar("T")
+EXIT_RETRY = 1.0
 
 
 class ContainerService:
@@ -54,6 +55,7 @@ class ContainerService:
         # that exits at once) publishes its STOPPED event after STARTED, never before.
         self._starting: dict[str, list[ContainerRecord]] = {}
         self._monitors = ProcessWatch(self._monitor_gone)  # conmon, or the container once conmon is gone
+        self._unrecorded: set[str] = set()  # exits seen but not yet written (see _record_exit)
 
     def _id_by_name(self, name: str) -> str | None:
         rec = self.deps.store.container_by_name(name)
@@ -123,9 +125,14 @@ class ContainerService:
             self._starting[cid] = []
             try:
                 runc = self.deps.runcs[rec.runtime_handler]
-                # A container joining its pod's sandbox (gVisor) is started by its shim (it holds the stdio).
-                if not await conmon.shim_start(self.deps.layout.bundle(cid), timeout=RUNC_TIMEOUT):
-                    await runc.start(cid)
+                try:
+                    # A container joining its pod's sandbox (gVisor) is started by its shim (it holds the
+                    # stdio).
+                    if not await conmon.shim_start(self.deps.layout.bundle(cid), timeout=RUNC_TIMEOUT):
+                        await runc.start(cid)
+                except ExternalCommandError:
+                    if not await self._started_unrecorded(rec):
+                        raise
                 rec = self.deps.store.put_container(dataclasses.replace(self.get(cid), started_at=at))
                 self._publish(EventKind.STARTED, rec)
                 await self.deps.hooks.container(ContainerStep.POST_START, rec)
@@ -169,18 +176,19 @@ class ContainerService:
         lay = self.deps.layout
         bundle = lay.bundle(rec.id)
         self._monitors.forget(rec.id)
-        conmon.shim_abort(bundle)
-        conmon.kill_monitor(bundle)
-        await self.deps.runcs[rec.runtime_handler].delete(rec.id, force=True)
-        exits.forget(lay.exits, rec.id)
-        with contextlib.suppress(FileNotFoundError):
-            (lay.attach / rec.id).unlink()
+        await create_mod.delete_runtime(self.deps, rec.id, self.deps.runcs[rec.runtime_handler], bundle,
+                                        rec.cgroup_path or self._cgroup_of(rec))
         fs = Rootfs(data=lay.container_data(rec.id), target=bundle / "rootfs")
         await asyncio.to_thread(imagevols.unmount_all, bundle)
         await asyncio.to_thread(idmapped.unmount_all, bundle)
         await asyncio.to_thread(overlay.remove, fs)
         await asyncio.to_thread(shutil.rmtree, bundle, True)
         self.deps.store.delete_container(rec.id)
+
+    def _cgroup_of(self, rec: ContainerRecord) -> str:
+        """The cgroup a container cut before CREATED (no cgroup_path recorded yet) was given."""
+        sandbox = self.deps.store.sandboxes.get(rec.sandbox_id)
+        return oci.cgroups_path(sandbox.cgroup_parent, rec.id) if sandbox and sandbox.cgroup_parent else ""
 
     async def stop_all(self, sandbox_id: str, grace: float) -> None:
         recs = [c for c in self.deps.store.containers_of(sandbox_id) if not c.exited]
@@ -202,12 +210,26 @@ class ContainerService:
         oom = (self.deps.layout.bundle(rec.id) / "oom").exists()
         reason = "OOMKilled" if oom else "Completed" if found.code == 0 else "Error"
         message = "the container exceeded its memory limit and was killed by the kernel" if oom else ""
-        rec = self.deps.store.put_container(dataclasses.replace(
+        self._record_exit(dataclasses.replace(
             rec, finished_at=found.at_ns, exit_code=found.code, reason=reason, message=message))
-        self._exited_now(rec)
 
-    def _exited_now(self, rec: ContainerRecord) -> None:
-        """An exit is recorded: wake stops, stop watching, tell subscribers."""
+    def _record_exit(self, rec: ContainerRecord) -> None:
+        """Persist an exit, then wake stops, stop watching and tell subscribers.
+
+        An exit that cannot be written (the state database's disk is full) is not dropped: nothing would
+        report it again, and the container would show running forever. It is looked for again every
+        EXIT_RETRY seconds (the exit file, or runc) until it is recorded.
+        """
+        try:
+            rec = self.deps.store.put_container(rec)
+        except CribError as exc:
+            if rec.id not in self._unrecorded:
+                log.event(_log, 40, "cannot record a container's exit yet; retrying", container=rec.id,
+                          error=str(exc))
+            self._unrecorded.add(rec.id)
+            asyncio.get_running_loop().call_later(EXIT_RETRY, self._monitor_gone, rec.id)
+            return
+        self._unrecorded.discard(rec.id)
         self._monitors.forget(rec.id)
         self._exited.setdefault(rec.id, asyncio.Event()).set()
         log.event(_log, 20 if rec.reason != lost.UNKNOWN_REASON else 30, "container exited",
@@ -217,6 +239,19 @@ class ContainerService:
         else:
             self.deps.hooks.exited(rec)
             self._publish(EventKind.STOPPED, rec)
+
+    async def _started_unrecorded(self, rec: ContainerRecord) -> bool:
+        """Whether a refused `runc start` is a retry of a start that happened but was never recorded (the
+        state database's disk was full): runc then says running, and the record is what is behind."""
+        try:
+            status, _ = await lost.runtime_status(self.deps, rec)
+        except CribError:
+            return False
+        if status not in ("running", "paused"):
+            return False
+        log.event(_log, 30, "container was started but its record was not written; recording it now",
+                  container=rec.id)
+        return True
 
     # ------------------------------------------------------------------------------- lost monitors
 
@@ -258,7 +293,7 @@ class ContainerService:
         if found is not None:
             self.on_exit(found)
         elif status == lost.STOPPED:
-            self._exited_now(self.deps.store.put_container(lost.unknown_exit(rec)))
+            self._record_exit(lost.unknown_exit(rec))
         elif pid > 0 and not self._monitors.watching(cid):
             log.event(_log, 30, "container outlives its monitor (conmon): its output is no longer logged "
                       "and its exit status will be unknown", container=cid, pid=pid, state=status)

@@ -24,7 +24,7 @@ import grpc
 from google.protobuf.message import Message
 
 from crib import errors, log
-from crib.cri.status import code_for
+from crib.cri.status import code_for, disk_full
 from crib.metrics import ops
 
 _log = log.get(__name__)
@@ -109,6 +109,10 @@ class _Call:
         """Abort the RPC with the status that exc maps to; always raises."""
         if isinstance(exc, errors.CribError):
             self.code, self.message = code_for(exc), str(exc)
+        elif disk_full(exc):
+            self.code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            self.message = (f"{self.method}: the node's disk is full ({type(exc).__name__}: {exc}); "
+                            "free space under crib's root and retry")
         else:
             self.code = grpc.StatusCode.INTERNAL
             self.message = f"internal error in {self.method}: {type(exc).__name__}: {exc}"

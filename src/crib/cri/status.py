@@ -6,6 +6,8 @@ servicer never sets a code itself and the mapping cannot drift between RPCs.
 
 from __future__ import annotations
 
+import errno
+
 import grpc
 
 from crib import errors
@@ -30,6 +32,20 @@ CODES: dict[type[errors.CribError], grpc.StatusCode] = {
 }
 
 
+# A full disk can surface as a bare OSError from any write on the node (a layer, a log, a temporary file):
+# it is a condition of the node to report, not a bug of crib's, so it is answered RESOURCE_EXHAUSTED.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether exc (or what caused it) is the disk running out of space or quota."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
 def code_for(exc: errors.CribError) -> grpc.StatusCode:
     """The status code of an error: its own class's, else its nearest mapped ancestor's."""
     for cls in type(exc).__mro__:
@@ -38,4 +54,4 @@ def code_for(exc: errors.CribError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-__all__ = ["CODES", "code_for"]
+__all__ = ["CODES", "DISK_FULL", "code_for", "disk_full"]

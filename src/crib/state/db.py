@@ -19,6 +19,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from crib.errors import ResourceExhausted
+
+SQLITE_FULL = 13  # "database or disk is full" (extended codes keep it in the low byte)
+
 
 class Database:
     """A SQLite connection shared by the daemon's event loop and its worker threads (serialized)."""
@@ -40,15 +44,26 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back if the block raises."""
+        """BEGIN IMMEDIATE ... COMMIT, rolled back if the block raises.
+
+        Raises:
+            ResourceExhausted: the disk under root is full (nothing was written; retry once it has room).
+        """
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:  # SQLite may have rolled back already (a failed COMMIT)
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_FULL:
+                    raise ResourceExhausted(f"the state database {self.path} cannot be written: the disk is "
+                                            "full; free space under crib's root and retry") from exc
                 raise
-            self._conn.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:

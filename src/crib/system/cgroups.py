@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import signal
 import threading
 import time
 from collections.abc import Mapping
@@ -117,11 +119,12 @@ class Cgroups:
                         (target / name).write_text((target.parent / name).read_text())
 
     def remove(self, cgroup: str, *, timeout: float = 5.0) -> list[str]:
-        """rmdir cgroup in every hierarchy (retrying while it empties); returns what could not go."""
+        """rmdir cgroup in every hierarchy (retrying while it empties, for timeout in all); returns what could
+        not go."""
         failed: list[str] = []
+        deadline = time.monotonic() + timeout
         for base in self.dirs_roots:
             target = base / cgroup.strip("/")
-            deadline = time.monotonic() + timeout
             while True:
                 try:
                     target.rmdir()
@@ -134,6 +137,21 @@ class Cgroups:
                         break
                     time.sleep(0.02)
         return failed
+
+    def kill_and_remove(self, cgroup: str, *, timeout: float = 5.0) -> list[str]:
+        """SIGKILL whatever is still in a container's own cgroup, then remove it; returns what could not go.
+
+        For the leftovers nothing else knows about: a `runc init` orphaned by a runc killed in the middle of
+        `runc create` has no runc state (so `runc delete` does not find it) and no conmon, only its cgroup.
+        """
+        pids: set[int] = set()
+        for base in self.dirs_roots:
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(p) for p in (base / cgroup.strip("/") / "cgroup.procs").read_text().split())
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return self.remove(cgroup, timeout=timeout)
 
     def remove_created(self, created: list[str]) -> list[str]:
         """Undo ensure(): remove what it created, innermost first (never while another ensure() runs)."""
