@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # What crib drives (runc, conmon, CNI plugins, catatonit, iptables, iproute2, util-linux) and what its tests
-# and benchmarks use (docker-registry, busybox-static, apache2-utils for htpasswd, containerd as the reference).
+# and benchmarks use (docker-registry, busybox-static, apache2-utils for htpasswd, containerd as the reference,
+# e2fsprogs for the soak's small loop-mounted root).
 DEBS := runc runsc conmon containernetworking-plugins busybox-static catatonit docker-registry iptables \
-        iproute2 util-linux apache2-utils containerd python3-venv python3-dev gcc zstd openssl
+        iproute2 util-linux apache2-utils containerd python3-venv python3-dev gcc zstd openssl e2fsprogs
 
-.PHONY: all deps venv run test unit integration lint proto proto-check bench clean-venv help
+.PHONY: all deps venv run test unit integration lint proto proto-check bench soak fuzz clean-venv help
 
 all: test
 
@@ -20,6 +21,8 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make proto  - regenerate src/crib/_proto from proto/"
 	@echo "make bench  - crib vs containerd benchmarks (see bench/README.md)"
+	@echo "make soak   - the 10-minute chaos soak (SOAK_ARGS=\"--minutes 30\" for longer)"
+	@echo "make fuzz   - the fuzzers with 2000 examples each (CRIB_FUZZ_EXAMPLES=N for more)"
 
 deps:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -64,6 +67,14 @@ proto-check: venv
 
 bench: venv
 	$(PY) -m bench $(BENCH_ARGS)
+
+soak: venv
+	$(PY) -m bench soak $(SOAK_ARGS)
+
+fuzz: venv
+	CRIB_FUZZ_EXAMPLES=$${CRIB_FUZZ_EXAMPLES:-2000} $(PY) -m pytest -s \
+	  tests/integration/test_fuzz_rpc.py tests/integration/test_fuzz_unpack.py tests/unit/test_fuzz_manifest.py \
+	  $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -17,6 +17,7 @@ BENCHMARKS = {
     "streaming": ("bench.streaming", "exec round trip and stdout MiB/s, port-forward MiB/s and conn/s"),
     "cli": ("bench.cli", "start-up of `crib ps -q` vs `crictl ps -q`, whole process, same daemon"),
     "metrics": ("bench.metrics", "stats, CRI metrics and a Prometheus scrape with 100 running containers"),
+    "soak": ("bench.soak", "chaos soak: ~30 churning pods under random faults, invariants checked"),
 }
 
 
