@@ -35,7 +35,6 @@ from crib.runtime.runc import RUNC_TIMEOUT, ExecResult, InteractiveExec, sweep_e
 from crib.state.pending import PendingNames
 from crib.state.records import ContainerRecord, Phase, SandboxRecord
 from crib.system.cgstats import CgroupStats
-from crib.system.pidwatch import ProcessWatch
 
 _log = log.get(__name__)
 T = TypeVar("T")
@@ -54,7 +53,7 @@ class ContainerService:
         # Containers between `runc start` and their STARTED event: an exit recorded meanwhile (a command
         # that exits at once) publishes its STOPPED event after STARTED, never before.
         self._starting: dict[str, list[ContainerRecord]] = {}
-        self._monitors = ProcessWatch(self._monitor_gone)  # conmon, or the container once conmon is gone
+        self._monitors = lost.Monitors(deps, on_exit=self.on_exit, record_exit=self._record_exit)
         self._unrecorded: set[str] = set()  # exits seen but not yet written (see _record_exit)
 
     def _id_by_name(self, name: str) -> str | None:
@@ -104,7 +103,7 @@ class ContainerService:
             async with self.deps.locks.hold(cid):
                 rec = await create_mod.create(self.deps, rec, sandbox, config, sandbox_config, image, volumes)
             log.event(_log, 20, "container created", container=cid, name=name, pid=rec.pid)
-            await self._track(rec)
+            await self._monitors.track(rec)
             await self.deps.hooks.container(ContainerStep.POST_CREATE, rec)
             self._publish(EventKind.CREATED, rec)
             claim.done(cid)
@@ -131,7 +130,7 @@ class ContainerService:
                     if not await conmon.shim_start(self.deps.layout.bundle(cid), timeout=RUNC_TIMEOUT):
                         await runc.start(cid)
                 except ExternalCommandError:
-                    if not await self._started_unrecorded(rec):
+                    if not await lost.started_unrecorded(self.deps, rec):
                         raise
                 rec = self.deps.store.put_container(dataclasses.replace(self.get(cid), started_at=at))
                 self._publish(EventKind.STARTED, rec)
@@ -227,7 +226,7 @@ class ContainerService:
                 log.event(_log, 40, "cannot record a container's exit yet; retrying", container=rec.id,
                           error=str(exc))
             self._unrecorded.add(rec.id)
-            asyncio.get_running_loop().call_later(EXIT_RETRY, self._monitor_gone, rec.id)
+            asyncio.get_running_loop().call_later(EXIT_RETRY, self._monitors.gone, rec.id)
             return
         self._unrecorded.discard(rec.id)
         self._monitors.forget(rec.id)
@@ -240,66 +239,6 @@ class ContainerService:
             self.deps.hooks.exited(rec)
             self._publish(EventKind.STOPPED, rec)
 
-    async def _started_unrecorded(self, rec: ContainerRecord) -> bool:
-        """Whether a refused `runc start` is a retry of a start that happened but was never recorded (the
-        state database's disk was full): runc then says running, and the record is what is behind."""
-        try:
-            status, _ = await lost.runtime_status(self.deps, rec)
-        except CribError:
-            return False
-        if status not in ("running", "paused"):
-            return False
-        log.event(_log, 30, "container was started but its record was not written; recording it now",
-                  container=rec.id)
-        return True
-
-    # ------------------------------------------------------------------------------- lost monitors
-
-    async def _track(self, rec: ContainerRecord) -> None:
-        """Watch the conmon of a live container; reconcile at once if it is already gone."""
-        bundle = self.deps.layout.bundle(rec.id)
-        pid = conmon.read_pid(bundle / conmon.CONMON_PIDFILE)
-        watched = pid > 0 and self._monitors.watch(rec.id, pid)
-        if not watched or not conmon.monitor_alive(bundle, rec.id):  # gone, or its pid already reused
-            self._monitors.forget(rec.id)
-            await self._reconcile(rec.id)
-
-    def _monitor_gone(self, cid: str) -> None:
-        task = asyncio.ensure_future(self._reconcile(cid))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _reconcile(self, cid: str) -> None:
-        """The watched process of a live container ended: record its exit from the exit file or runc."""
-        rec = self.deps.store.containers.get(cid)
-        if rec is None or rec.exited or rec.phase is not Phase.CREATED:
-            return
-        found = exits.read_exit(self.deps.layout.exits, cid)
-        if found is not None:
-            self.on_exit(found)
-            return
-        if conmon.monitor_alive(self.deps.layout.bundle(cid), cid):
-            return  # a report from a watch that was replaced meanwhile; conmon will write the file
-        try:
-            status, pid = await lost.runtime_status(self.deps, rec)
-        except CribError as exc:
-            log.event(_log, 40, "container's monitor is gone and runc cannot tell its state; asked again at "
-                      "the next stop or restart", container=cid, error=str(exc))
-            return
-        rec = self.deps.store.containers.get(cid)
-        if rec is None or rec.exited or rec.phase is not Phase.CREATED:
-            return
-        found = exits.read_exit(self.deps.layout.exits, cid)  # conmon may have written it after all
-        if found is not None:
-            self.on_exit(found)
-        elif status == lost.STOPPED:
-            self._record_exit(lost.unknown_exit(rec))
-        elif pid > 0 and not self._monitors.watching(cid):
-            log.event(_log, 30, "container outlives its monitor (conmon): its output is no longer logged "
-                      "and its exit status will be unknown", container=cid, pid=pid, state=status)
-            if not self._monitors.watch(cid, pid):
-                await self._reconcile(cid)  # it ended in between: runc now says stopped
-
     async def _wait_exit(self, cid: str, timeout: float) -> bool:
         """Whether the container's exit is recorded within timeout (the exit file is checked too)."""
         rec = self.deps.store.containers.get(cid)
@@ -310,7 +249,7 @@ class ContainerService:
             await asyncio.wait_for(event.wait(), timeout)
         # Not only the watch's word: a lost exit file or monitor is looked for directly, so a stop always
         # ends with the truth (the watch may have failed to open, or the event may have been missed).
-        await self._reconcile(cid)
+        await self._monitors.reconcile(cid)
         rec = self.deps.store.containers.get(cid)
         return rec is None or rec.exited
 
@@ -465,12 +404,12 @@ class ContainerService:
                 if found is not None:
                     self.on_exit(found)
                 else:
-                    await self._track(rec)
+                    await self._monitors.track(rec)
             except Exception:
                 _log.exception("restoring container %s failed; it is left as found", rec.id)
 
     async def close(self) -> None:
-        self._monitors.close()
+        await self._monitors.close()
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(Exception):
