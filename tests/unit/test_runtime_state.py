@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from crib.errors import AlreadyExists
+from crib.errors import AlreadyExists, ResourceExhausted
 from crib.network import PortMapping
 from crib.state.db import Database
 from crib.state.records import ContainerRecord, Phase, PodMeta, ResourcesRecord, SandboxRecord
@@ -20,6 +23,36 @@ def _pod(sid: str, name: str) -> SandboxRecord:
     return SandboxRecord(id=sid, name=name, meta=PodMeta(name=name, uid="u", namespace="ns"),
                          port_mappings=(PortMapping(protocol="tcp", container_port=80, host_port=8080),),
                          cgroups_created=("/kubepods", "/kubepods/p"), labels={"a": "b"})
+
+
+class FullDisk(Database):
+    """A database whose disk fills up on demand (every transaction fails while `full`)."""
+
+    full = False
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        if self.full:
+            raise ResourceExhausted("the state database cannot be written: the disk is full")
+        with super().transaction() as tx:
+            yield tx
+
+
+def test_a_delete_the_full_disk_refuses_is_kept_and_written_later(tmp_path: Path) -> None:
+    """The record goes at once (it must not hide, holding its name); the row with the next write."""
+    db = FullDisk(tmp_path / "state.db")
+    store = RuntimeStore(db)
+    store.put_sandbox(_pod("s1", "web_ns_u_0"))
+    db.full = True
+    store.delete_sandbox("s1")
+    assert "s1" not in store.sandboxes
+    assert store.unwritten_deletes() == 1
+    with pytest.raises(ResourceExhausted):
+        store.put_sandbox(_pod("s2", "web_ns_u_0"))
+    db.full = False
+    store.put_sandbox(_pod("s2", "web_ns_u_0"))  # the name is free: the held-back delete went first
+    assert store.unwritten_deletes() == 0
+    assert [r["id"] for r in db.query("SELECT id FROM sandboxes")] == ["s2"]
 
 
 def test_records_survive_a_reopen_and_names_are_unique(tmp_path: Path) -> None:

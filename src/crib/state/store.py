@@ -3,14 +3,21 @@
 Every change is one transaction (a row upsert or delete) and only then takes effect in memory, so what
 list and status calls see never runs ahead of what a restarted daemon will read back. Names are UNIQUE
 columns: a name is reserved by the same transaction that records the object as CREATING.
+
+One exception, for a disk that is full: a delete that cannot be written still takes effect in memory, and
+the row is deleted with the next write that succeeds (before it, in the same transaction). Kept in memory,
+the record would hide as a half-undone object holding its name; left in the file, it is one that is
+CREATING or REMOVING (deletes follow those phases), which a restarted daemon undoes or finishes anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from crib.errors import AlreadyExists
+from crib import log
+from crib.errors import AlreadyExists, ResourceExhausted
 from crib.state.codec import decode, encode
 from crib.state.db import Database
 from crib.state.records import ContainerRecord, SandboxRecord
@@ -23,6 +30,9 @@ _SCHEMA = (
 )
 
 
+_log = log.get(__name__)
+
+
 class RuntimeStore:
     """The records of every pod and container this daemon knows (see the module note)."""
 
@@ -31,6 +41,7 @@ class RuntimeStore:
         db.migrate(_SCHEMA)
         self.sandboxes: dict[str, SandboxRecord] = {}
         self.containers: dict[str, ContainerRecord] = {}
+        self._unwritten_deletes: set[tuple[str, str]] = set()  # (table, id); see the module note
         for row in db.query("SELECT data FROM sandboxes"):
             rec = decode(SandboxRecord, row["data"])
             self.sandboxes[rec.id] = rec
@@ -43,7 +54,7 @@ class RuntimeStore:
     def put_sandbox(self, rec: SandboxRecord) -> SandboxRecord:
         """Insert or replace; AlreadyExists if another sandbox holds the name."""
         try:
-            with self._db.transaction() as tx:
+            with self._transaction() as tx:
                 tx.execute("INSERT INTO sandboxes (id, name, data) VALUES (?, ?, ?) ON CONFLICT(id) "
                            "DO UPDATE SET name = excluded.name, data = excluded.data",
                            (rec.id, rec.name, encode(rec)))
@@ -53,8 +64,7 @@ class RuntimeStore:
         return rec
 
     def delete_sandbox(self, sandbox_id: str) -> None:
-        with self._db.transaction() as tx:
-            tx.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+        self._delete("sandboxes", sandbox_id)
         self.sandboxes.pop(sandbox_id, None)
 
     def sandbox_by_name(self, name: str) -> SandboxRecord | None:
@@ -65,7 +75,7 @@ class RuntimeStore:
     def put_container(self, rec: ContainerRecord) -> ContainerRecord:
         """Insert or replace; AlreadyExists if another container holds the name."""
         try:
-            with self._db.transaction() as tx:
+            with self._transaction() as tx:
                 tx.execute("INSERT INTO containers (id, name, sandbox_id, data) VALUES (?, ?, ?, ?) "
                            "ON CONFLICT(id) DO UPDATE SET name = excluded.name, data = excluded.data",
                            (rec.id, rec.name, rec.sandbox_id, encode(rec)))
@@ -77,15 +87,14 @@ class RuntimeStore:
     def put_containers(self, recs: Iterable[ContainerRecord]) -> None:
         """Several updates in one transaction (exits found on restart)."""
         recs = list(recs)
-        with self._db.transaction() as tx:
+        with self._transaction() as tx:
             for rec in recs:
                 tx.execute("UPDATE containers SET data = ? WHERE id = ?", (encode(rec), rec.id))
         for rec in recs:
             self.containers[rec.id] = rec
 
     def delete_container(self, container_id: str) -> None:
-        with self._db.transaction() as tx:
-            tx.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+        self._delete("containers", container_id)
         self.containers.pop(container_id, None)
 
     def container_by_name(self, name: str) -> ContainerRecord | None:
@@ -93,6 +102,31 @@ class RuntimeStore:
 
     def containers_of(self, sandbox_id: str) -> list[ContainerRecord]:
         return [c for c in self.containers.values() if c.sandbox_id == sandbox_id]
+
+    # ------------------------------------------------------------------------------------------ writing
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A transaction that first writes the deletes a full disk held back (see the module note)."""
+        with self._db.transaction() as tx:
+            pending = set(self._unwritten_deletes)
+            for table, row_id in pending:
+                tx.execute(f"DELETE FROM {table} WHERE id = ?", (row_id,))
+            yield tx
+        self._unwritten_deletes -= pending
+
+    def _delete(self, table: str, row_id: str) -> None:
+        try:
+            with self._transaction() as tx:
+                tx.execute(f"DELETE FROM {table} WHERE id = ?", (row_id,))
+        except ResourceExhausted as exc:
+            self._unwritten_deletes.add((table, row_id))
+            log.event(_log, 30, "record removed, its row is deleted once the disk has room", table=table,
+                      id=row_id, error=str(exc))
+
+    def unwritten_deletes(self) -> int:
+        """How many deletes wait for room on the disk (for tests and status)."""
+        return len(self._unwritten_deletes)
 
 
 __all__ = ["RuntimeStore"]
