@@ -98,7 +98,7 @@ def fuzzed(crib_factory: Callable[..., CribDaemon], images: img.Catalogue, sessi
                       cgroup_parents=["", f"/{session_tag}/fuzz-a", f"/{session_tag}/fuzz-b"],
                       registry=busybox.split("/", 1)[0], pod_ids=[pod.id], container_ids=[cid], bases=bases)
     tally: collections.Counter[tuple[str, str]] = collections.Counter()
-    yield crib, targets, tally
+    yield crib, RequestStrategies(targets), methods(), tally
     print("\n(RPC, code) tally:", dict(sorted(tally.items())))
     _remove_everything(crib)
     assert trap_hits([*HOST_DIRS, tmp_path], exclude=[crib.root, crib.runroot, logs]) == []
@@ -108,9 +108,7 @@ def fuzzed(crib_factory: Callable[..., CribDaemon], images: img.Catalogue, sessi
 
 
 def test_every_rpc_answers_generated_requests(fuzzed: Any) -> None:
-    crib, targets, tally = fuzzed
-    strategies = RequestStrategies(targets)
-    everything = methods()
+    crib, strategies, everything, tally = fuzzed
 
     @_SETTINGS
     @given(data=st.data())
@@ -142,9 +140,7 @@ def _mutate(raw: bytes, rng: random.Random) -> bytes:
 def test_every_rpc_answers_corrupt_frames(fuzzed: Any) -> None:
     """Bytes that are not the request message (noise, or a valid request damaged): INVALID_ARGUMENT when
     they do not parse, and no worse than any other bad request when they happen to."""
-    crib, targets, tally = fuzzed
-    strategies = RequestStrategies(targets)
-    everything = methods()
+    crib, strategies, everything, tally = fuzzed
 
     @_SETTINGS
     @given(data=st.data())

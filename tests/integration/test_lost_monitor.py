@@ -14,6 +14,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from crib._proto.runtime.v1 import api_pb2 as api
 from tests.fixtures import images as img
 from tests.fixtures.cri import Pod, container_config, pod_config, pull, wait_for
@@ -43,11 +45,20 @@ def _assert_unknown_exit(status: api.ContainerStatus) -> None:
     assert status.finished_at > 0
 
 
-def test_a_container_that_dies_with_its_monitor_is_reported_exited(crib: CribDaemon, images: img.Catalogue,
-                                                                   session_tag: str, tmp_path: Path) -> None:
-    busybox = images.reference(img.BUSYBOX)
-    pull(crib, busybox)
-    pod = Pod(crib, pod_config(session_tag, log_dir=tmp_path / "logs"))
+@pytest.fixture
+def busybox(crib: CribDaemon, images: img.Catalogue) -> str:
+    reference = images.reference(img.BUSYBOX)
+    pull(crib, reference)
+    return reference
+
+
+@pytest.fixture
+def pod(crib: CribDaemon, session_tag: str, tmp_path: Path) -> Pod:
+    return Pod(crib, pod_config(session_tag, log_dir=tmp_path / "logs"))
+
+
+def test_a_container_that_dies_with_its_monitor_is_reported_exited(crib: CribDaemon, pod: Pod,
+                                                                   busybox: str) -> None:
     try:
         # Writes to stdout all the time, and stops when the pipe to its dead monitor breaks.
         talker = pod.run(container_config(busybox, "talker", command=TALKER))
@@ -62,11 +73,8 @@ def test_a_container_that_dies_with_its_monitor_is_reported_exited(crib: CribDae
         pod.remove()
 
 
-def test_a_container_that_outlives_its_monitor_can_be_stopped(crib: CribDaemon, images: img.Catalogue,
-                                                              session_tag: str, tmp_path: Path) -> None:
-    busybox = images.reference(img.BUSYBOX)
-    pull(crib, busybox)
-    pod = Pod(crib, pod_config(session_tag, log_dir=tmp_path / "logs"))
+def test_a_container_that_outlives_its_monitor_can_be_stopped(crib: CribDaemon, pod: Pod,
+                                                              busybox: str) -> None:
     try:
         sleeper = pod.run(container_config(busybox, "sleeper", command=["sleep", "1000"]))
         pid = _kill_monitor(crib, sleeper)
@@ -90,11 +98,8 @@ def test_a_container_that_outlives_its_monitor_can_be_stopped(crib: CribDaemon, 
         assert time.monotonic() - started < STOP_BOUND
 
 
-def test_a_monitor_killed_while_the_daemon_is_down_is_reconciled_at_restart(
-        crib: CribDaemon, images: img.Catalogue, session_tag: str, tmp_path: Path) -> None:
-    busybox = images.reference(img.BUSYBOX)
-    pull(crib, busybox)
-    pod = Pod(crib, pod_config(session_tag, log_dir=tmp_path / "logs"))
+def test_a_monitor_killed_while_the_daemon_is_down_is_reconciled_at_restart(crib: CribDaemon, pod: Pod,
+                                                                             busybox: str) -> None:
     try:
         talker = pod.run(container_config(busybox, "talker", command=TALKER))
         sleeper = pod.run(container_config(busybox, "sleeper", command=["sleep", "1000"]))

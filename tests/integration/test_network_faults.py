@@ -159,14 +159,9 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def test_daemon_killed_during_add_cleans_up_after_restart(crib_factory: Callable[..., CribDaemon],
-                                                          bed: Testbed, session_tag: str) -> None:
-    marker = bed.tmp / "stalled"
-    bed.write_conflist([bed.bridge_plugin(), _failpoint(stall={"command": "ADD", "marker": str(marker),
-                                                               "seconds": 2}),
-                        {"type": "loopback"}])
-    daemon = daemon_on(crib_factory, bed)
-    config = pod_config(session_tag, ports=_ports())
+def _killed_during_add(daemon: CribDaemon, bed: Testbed, config: api.PodSandboxConfig, marker: Path) -> str:
+    """RunPodSandbox, the daemon SIGKILLed while the stalling plugin runs its ADD; the pod's id (the bed
+    tracks it), once the orphaned plugin has finished (portmap's DNAT rules then exist)."""
     call = daemon.runtime.RunPodSandbox.future(api.RunPodSandboxRequest(config=config), timeout=60)
     deadline = time.monotonic() + 30
     while not marker.exists():
@@ -177,12 +172,24 @@ def test_daemon_killed_during_add_cleans_up_after_restart(crib_factory: Callable
         call.result()
     cached = cache_entries(daemon)
     assert len(cached) == 1  # the intent was recorded before the first plugin ran
-    sid = json.loads((daemon.root / "cni" / "results" / cached[0]).read_bytes())["containerId"]
+    sid = str(json.loads((daemon.root / "cni" / "results" / cached[0]).read_bytes())["containerId"])
     bed.sandbox_ids.append(sid)
     assert is_pinned_netns(daemon.runroot / "netns" / sid)
     plugin_pid = int(marker.read_text())
-    while not _gone(plugin_pid):  # the orphaned plugin finishes; portmap's DNAT rules appear
+    while not _gone(plugin_pid):
         time.sleep(0.05)
+    return sid
+
+
+def test_daemon_killed_during_add_cleans_up_after_restart(crib_factory: Callable[..., CribDaemon],
+                                                          bed: Testbed, session_tag: str) -> None:
+    marker = bed.tmp / "stalled"
+    bed.write_conflist([bed.bridge_plugin(), _failpoint(stall={"command": "ADD", "marker": str(marker),
+                                                               "seconds": 2}),
+                        {"type": "loopback"}])
+    daemon = daemon_on(crib_factory, bed)
+    config = pod_config(session_tag, ports=_ports())
+    sid = _killed_during_add(daemon, bed, config, marker)
     daemon.start()
     # The restart undid the pod cut half-way: DEL ran with the cached config and partial result, while the
     # namespace was still pinned, and then the namespace went.
@@ -207,21 +214,7 @@ def test_a_pod_cut_by_a_crash_whose_del_fails_at_restart_is_kept_notready_for_re
                           when="before", while_exists=str(failing), msg="DEL refused")
     bed.write_conflist([bed.bridge_plugin(), stalling, {"type": "loopback"}])
     daemon = daemon_on(crib_factory, bed)
-    call = daemon.runtime.RunPodSandbox.future(api.RunPodSandboxRequest(
-        config=pod_config(session_tag, ports=_ports())), timeout=60)
-    deadline = time.monotonic() + 30
-    while not marker.exists():
-        assert time.monotonic() < deadline, "ADD never reached the stalling plugin:\n" + daemon.log_tail()
-        time.sleep(0.02)
-    daemon.kill()
-    with pytest.raises(grpc.RpcError):
-        call.result()
-    (cached,) = cache_entries(daemon)
-    sid = json.loads((daemon.root / "cni" / "results" / cached).read_bytes())["containerId"]
-    bed.sandbox_ids.append(sid)
-    plugin_pid = int(marker.read_text())
-    while not _gone(plugin_pid):
-        time.sleep(0.05)
+    sid = _killed_during_add(daemon, bed, pod_config(session_tag, ports=_ports()), marker)
     failing.touch()
     try:
         daemon.start()
