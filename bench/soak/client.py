@@ -12,6 +12,7 @@ answers INTERNAL, or runs into its deadline with no fault to explain it, is a vi
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import random
 import threading
@@ -235,8 +236,10 @@ class Kubelet:
     def _poke(self, slot: Slot, container: Any) -> None:
         """What kubelet and its users do to a running container: status, exec, logs, stats."""
         roll = self.rng.random()
-        if roll < 0.3:
+        if roll < 0.2:
             self.rpc.call("ContainerStatus", api.ContainerStatusRequest(container_id=container.id))
+        elif roll < 0.35:
+            self._stream_exec(container)
         elif roll < 0.55:
             reply = self.rpc.call("ExecSync", api.ExecSyncRequest(container_id=container.id,
                                                                  cmd=["echo", "soak"], timeout=20))
@@ -246,6 +249,28 @@ class Kubelet:
             self._read_log(slot, container)
         elif roll < 0.85:
             self.rpc.call("ContainerStats", api.ContainerStatsRequest(container_id=container.id))
+
+    def _stream_exec(self, container: Any) -> None:
+        """Exec through the streaming URL (as kubectl exec does), SPDY or WebSocket at random."""
+        reply = self.rpc.call("Exec", api.ExecRequest(container_id=container.id, cmd=["echo", "streamed"],
+                                                      stdout=True))
+        if reply is None:
+            return
+        transport = self.rng.choice(("spdy", "websocket"))
+        start = time.monotonic()
+        try:
+            out, code = asyncio.run(_remote_echo(reply.url, transport))
+        except TimeoutError:
+            if not self.rpc.stats.explained(("daemon_kill", "conmon_kill", "container_kill"), start,
+                                            time.monotonic()):
+                self.rpc.stats.violation(f"exec over {transport} did not end within {STREAM_BOUND:g}s")
+            self.rpc.stats.count("actions", "stream exec timed out")
+            return
+        except Exception as exc:  # the container or the daemon went away mid-session: counted, not judged
+            self.rpc.stats.count("actions", f"stream exec failed ({type(exc).__name__})")
+            return
+        ok = out == b"streamed\n" and code == 0
+        self.rpc.stats.count("actions", f"stream exec {'ok' if ok else 'odd output'} ({transport})")
 
     def _read_log(self, slot: Slot, container: Any) -> None:
         path = self.log_dir / slot.uid / "ticker" / f"{container.metadata.attempt}.log"
@@ -273,6 +298,19 @@ class Kubelet:
                 with self._qlock:
                     self._queue.append(slot)
             stop.wait(pause())
+
+
+STREAM_BOUND = 30.0
+
+
+async def _remote_echo(url: str, transport: str) -> tuple[bytes, int]:
+    from crib.streaming import client  # loaded on first use, like the daemon's own streaming side
+
+    async with asyncio.timeout(STREAM_BOUND):
+        async with await client.RemoteCommand.connect(url, stdin=False, stdout=True, stderr=False,
+                                                      transport=transport) as rc:
+            out, _, code = await rc.collect()
+    return out, code
 
 
 def puller(rpc: Rpc, image: str, stop: threading.Event, every: float) -> None:
