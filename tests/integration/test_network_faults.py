@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 from crib._proto.runtime.v1 import api_pb2 as api
 from tests.fixtures import images as img
 from tests.fixtures.cni import Testbed, pin_netns, unpin_netns
-from tests.fixtures.cri import Pod, code_of, container_config, pull
+from tests.fixtures.cri import Pod, code_of, container_config, pull, wait_for
 from tests.fixtures.daemon import CribDaemon
 from tests.integration.net_helpers import (
     cache_entries,
@@ -235,6 +236,36 @@ def test_a_pod_cut_by_a_crash_whose_del_fails_at_restart_is_kept_notready_for_re
     finally:
         failing.unlink(missing_ok=True)
         marker.unlink(missing_ok=True)
+
+
+def test_a_failed_pod_hands_a_parent_cgroup_it_made_to_the_pod_living_under_it(
+        crib_factory: Callable[..., CribDaemon], bed: Testbed, session_tag: str) -> None:
+    """Pod A makes the shared parent /<tag>/shared-x and fails later (its ADD); pod B was created under that
+    parent meanwhile. Once, A's undo tried to remove the parent (busy with B), gave up, and nobody removed
+    it after B; now the parent passes to B and goes with it."""
+    marker, stall, failing = bed.tmp / "stalled", bed.tmp / "stall", bed.tmp / "fail"
+    plugin = _failpoint(stall={"command": "ADD", "marker": str(marker), "seconds": 10,
+                               "while_exists": str(stall)},
+                        fail=["ADD"], when="before", while_exists=str(failing), msg="ADD refused")
+    bed.write_conflist([bed.bridge_plugin(), plugin, {"type": "loopback"}])
+    daemon = daemon_on(crib_factory, bed)
+    shared = f"/{session_tag}/shared-{uuid.uuid4().hex[:6]}"
+    first, second = pod_config(session_tag), pod_config(session_tag)
+    first.linux.cgroup_parent, second.linux.cgroup_parent = f"{shared}/a", f"{shared}/b"
+    stall.touch()
+    call = daemon.runtime.RunPodSandbox.future(api.RunPodSandboxRequest(config=first), timeout=60)
+    wait_for(marker.exists, timeout=30, what="A's ADD to stall")  # A made the parent, now waits in ADD
+    stall.unlink()
+    sid = run_pod(daemon, bed, second)  # B, under the same parent, while A waits
+    failing.touch()  # A's ADD fails when its stall ends
+    with pytest.raises(grpc.RpcError) as info:
+        call.result()
+    assert "ADD refused" in (info.value.details() or "")
+    failing.unlink()
+    assert Path(f"/sys/fs/cgroup/memory{shared}").is_dir()  # B lives there
+    remove_pod(daemon, sid)
+    assert not Path(f"/sys/fs/cgroup/memory{shared}").exists()  # and the parent went with B
+    assert bed.leaks() == []
 
 
 def test_attachments_of_pods_gone_from_the_state_are_deleted_at_start(

@@ -41,7 +41,7 @@ from crib import failpoints, log
 from crib.errors import FailedPrecondition, InvalidArgument
 from crib.hooks import PodStep
 from crib.network import PodNetworkRequest, PortMapping
-from crib.sandbox import files, infra, policy, resources
+from crib.sandbox import files, infra, parents, policy, resources
 from crib.sandbox.deps import SandboxDeps
 from crib.sandbox.info import pod_root
 from crib.state.records import Phase, PodMeta, SandboxRecord
@@ -146,7 +146,19 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
         if not network_owed:
             ns.unpin(target)
 
+    async def undo_cgroups() -> None:
+        deps.leaving.add(sid)  # until the record goes: no parent may be handed to this pod from now on
+        current = deps.store.sandboxes.get(sid, rec)  # it may have been handed a parent meanwhile
+        owned = sorted(set(current.cgroups_created) | set(created), key=lambda c: c.count("/"))
+        await parents.release(deps, dataclasses.replace(current, cgroups_created=tuple(owned)))
+
     def undo_record() -> None:
+        try:
+            _undo_record()
+        finally:
+            deps.leaving.discard(sid)
+
+    def _undo_record() -> None:
         if not network_owed:
             deps.store.delete_sandbox(sid)
             return
@@ -168,7 +180,7 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
         failpoints.hit("sandbox.rundir")
 
         created = await asyncio.to_thread(deps.cgroups.ensure, rec.cgroup_parent)
-        undo.push("cgroup parent", lambda: deps.cgroups.remove_created(created))
+        undo.push("cgroup parent", undo_cgroups)
         # Persisted at once: a daemon killed from here on must know which cgroups were its own.
         rec = deps.store.put_sandbox(dataclasses.replace(rec, cgroups_created=tuple(created)))
         if rec.cgroup_parent in created:  # a pod cgroup kubelet made is kubelet's to size

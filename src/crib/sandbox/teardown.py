@@ -17,7 +17,7 @@ import time
 
 from crib import log
 from crib.hooks import PodStep
-from crib.sandbox import infra
+from crib.sandbox import infra, parents
 from crib.sandbox.create import network_request
 from crib.sandbox.deps import SandboxDeps
 from crib.state.records import Phase, SandboxRecord
@@ -68,34 +68,12 @@ async def purge(deps: SandboxDeps, rec: SandboxRecord) -> None:
         shutil.rmtree(rundir, ignore_errors=True)
     if deps.cgroups.v2:  # conmon's leaf (containers/create.py)
         await asyncio.to_thread(deps.cgroups.remove, f"{rec.cgroup_parent.rstrip('/')}/crib-conmon")
-    # Re-read: while this pod was tearing down, another pod may have handed it a shared parent.
-    rec = deps.store.sandboxes.get(sid, rec)
     deps.leaving.add(sid)
     try:
-        mine = _hand_over_shared_cgroups(deps, rec)
-        failed = await asyncio.to_thread(deps.cgroups.remove_created, mine) if mine else []
-        if failed:
-            log.event(_log, 30, "pod cgroups not removed", pod=sid, problems="; ".join(failed))
+        await parents.release(deps, deps.store.sandboxes.get(sid, rec))
         deps.store.delete_sandbox(sid)
     finally:
         deps.leaving.discard(sid)
-
-
-def _hand_over_shared_cgroups(deps: SandboxDeps, rec: SandboxRecord) -> list[str]:
-    """The cgroups rec created that no other pod lives under; those still in use pass to such a pod,
-    which then removes them when it goes (so /kubepods made by the first pod goes with the last)."""
-    mine = []
-    for cgroup in rec.cgroups_created:
-        heir = next((s for s in deps.store.sandboxes.values()
-                     if s.id != rec.id and s.id not in deps.leaving
-                     and (s.cgroup_parent == cgroup or s.cgroup_parent.startswith(cgroup.rstrip("/") + "/"))),
-                    None)
-        if heir is None:
-            mine.append(cgroup)
-            continue
-        owned = sorted(set(heir.cgroups_created) | {cgroup}, key=lambda c: c.count("/"))
-        deps.store.put_sandbox(dataclasses.replace(heir, cgroups_created=tuple(owned)))
-    return mine
 
 
 __all__ = ["purge", "release", "remove", "stop"]
