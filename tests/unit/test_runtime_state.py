@@ -113,3 +113,14 @@ def test_an_existing_parent_with_an_empty_cpuset_is_filled_from_its_own_parent(t
     cg.ensure("/a")
     assert (tmp_path / "cpuset" / "a" / "cpuset.cpus").read_text() == "0-1\n"
     assert (tmp_path / "cpuset" / "a" / "cpuset.mems").read_text() == "0\n"
+
+
+def test_a_parent_handed_to_a_pod_survives_its_own_older_copy_written_back(tmp_path: Path) -> None:
+    """The soak lost /kubepods-like parents: a pod being created was handed one by a pod going away, then
+    wrote its own (older) record back and dropped it; nobody removed the parent afterwards."""
+    store = RuntimeStore(Database(tmp_path / "state.db"))
+    mine = store.put_sandbox(dataclasses.replace(_pod("s1", "web_ns_u_0"), cgroups_created=("/k/p",)))
+    store.put_sandbox(dataclasses.replace(store.sandboxes["s1"], cgroups_created=("/k", "/k/p")))  # handed
+    written = store.put_sandbox(dataclasses.replace(mine, phase=Phase.CREATED))  # the creator's copy
+    assert written.cgroups_created == ("/k", "/k/p")
+    assert RuntimeStore(Database(tmp_path / "state.db")).sandboxes["s1"].cgroups_created == ("/k", "/k/p")

@@ -13,6 +13,7 @@ CREATING or REMOVING (deletes follow those phases), which a restarted daemon und
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 from collections.abc import Iterable, Iterator
 
@@ -52,7 +53,16 @@ class RuntimeStore:
     # ------------------------------------------------------------------------------------------ sandboxes
 
     def put_sandbox(self, rec: SandboxRecord) -> SandboxRecord:
-        """Insert or replace; AlreadyExists if another sandbox holds the name."""
+        """Insert or replace; AlreadyExists if another sandbox holds the name.
+
+        A pod's cgroups_created only grows while its record lives: another pod may hand it a parent cgroup
+        (sandbox/parents.py) while this pod's own code still holds an older copy of the record, and that
+        copy written back must not drop the hand-over (the parent would then belong to no one and stay).
+        """
+        old = self.sandboxes.get(rec.id)
+        if old is not None and not set(old.cgroups_created) <= set(rec.cgroups_created):
+            owned = sorted(set(old.cgroups_created) | set(rec.cgroups_created), key=lambda c: c.count("/"))
+            rec = dataclasses.replace(rec, cgroups_created=tuple(owned))
         try:
             with self._transaction() as tx:
                 tx.execute("INSERT INTO sandboxes (id, name, data) VALUES (?, ?, ?) ON CONFLICT(id) "
