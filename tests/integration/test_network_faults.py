@@ -143,14 +143,19 @@ def test_add_and_its_undo_both_failing_keep_the_pod_notready_until_remove_releas
         assert len(cache_entries(daemon)) == 1
         assert not (daemon.runroot / "sandboxes" / sid).exists()  # everything else was undone
         assert bed.leaks(), "bridge's address and masquerade rule are still owed a DEL"
-        failing.unlink()
-        daemon.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=60)
-        assert _listed(daemon) == []
-        assert cache_entries(daemon) == []
-        assert bed.leaks() == []
+        _remove_once_del_works(daemon, bed, sid, failing)
     finally:
         failing.unlink(missing_ok=True)
         remove_pod(daemon, sid)
+
+
+def _remove_once_del_works(daemon: CribDaemon, bed: Testbed, sid: str, failing: Path) -> None:
+    """DEL works again: RemovePodSandbox releases everything the pod still held."""
+    failing.unlink()
+    daemon.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=60)
+    assert _listed(daemon) == []
+    assert cache_entries(daemon) == []
+    assert bed.leaks() == []
 
 
 def _gone(pid: int) -> bool:
@@ -228,11 +233,7 @@ def test_a_pod_cut_by_a_crash_whose_del_fails_at_restart_is_kept_notready_for_re
         assert code == grpc.StatusCode.UNKNOWN
         assert "DEL refused" in details
         assert _listed(daemon) == [sid]
-        failing.unlink()
-        daemon.runtime.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=sid), timeout=60)
-        assert _listed(daemon) == []
-        assert cache_entries(daemon) == []
-        assert bed.leaks() == []
+        _remove_once_del_works(daemon, bed, sid, failing)
     finally:
         failing.unlink(missing_ok=True)
         marker.unlink(missing_ok=True)
