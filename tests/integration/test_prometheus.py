@@ -4,12 +4,16 @@ prometheus-client's own parser; off (and prometheus_client never imported) when 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from crib._proto.runtime.v1 import api_pb2 as api
@@ -18,6 +22,7 @@ from tests.fixtures import images as img
 from tests.fixtures.cri import Pod, code_of, container_config, pod_config, pull
 from tests.fixtures.daemon import CribDaemon
 from tests.integration.net_helpers import free_port
+from tests.unit.test_metrics_endpoint import _cert
 
 Families = dict[str, list[tuple[str, dict[str, str], float]]]
 
@@ -143,3 +148,23 @@ def test_no_address_no_endpoint_and_no_prometheus_client() -> None:
         "sys.exit('prometheus_client' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_the_endpoint_over_tls_with_client_certificates(crib_factory: Callable[..., CribDaemon],
+                                                         tmp_path: Path) -> None:
+    ca_key, ca_crt = _cert(tmp_path, "ca")
+    key, crt = _cert(tmp_path, "server")
+    client_key, client_crt = _cert(tmp_path, "client", ca=(ca_key, ca_crt))
+    port = free_port()
+    crib_factory({"metrics": {"address": f"127.0.0.1:{port}", "tls_cert": str(crt), "tls_key": str(key),
+                              "tls_ca": str(ca_crt), "container_metrics": False}})
+    ctx = ssl.create_default_context(cafile=str(crt))
+    ctx.load_cert_chain(str(client_crt), str(client_key))
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=ctx, timeout=30) as resp:
+        text = resp.read().decode()
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert "crib_operations" in names
+    assert not any(n.startswith("container_") for n in names)  # container_metrics = false
+    with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+        urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=ssl.create_default_context(
+            cafile=str(crt)), timeout=30).read()

@@ -139,6 +139,8 @@ def container_text(view: NodeView) -> str:
                 lines[name].append(f"{name}{{{labels}}} {_number(value)}\n")
     out: list[str] = []
     for d in descs:
+        if not lines[d.name]:
+            continue  # no running pod or container (or container_metrics off): no family
         kind = "gauge" if d.kind == cadvisor.GAUGE else "counter" if d.name.endswith("_total") else "untyped"
         out.append(f"# HELP {d.name} {d.help}\n# TYPE {d.name} {kind}\n")
         out.extend(lines[d.name])
