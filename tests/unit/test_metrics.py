@@ -293,28 +293,30 @@ def test_chunks_keep_order_never_repeat_and_are_never_empty(count: int) -> None:
     assert list(chunked([big, big], max_bytes=300)) == [[big], [big]]
 
 
-def test_sampler_reuses_a_fresh_reading_and_rates_cpu(tmp_path: Path) -> None:
+_POD = SandboxRecord(id="s", name="s", meta=PodMeta(name="s", uid="u", namespace="n"), phase=Phase.CREATED,
+                     cgroup_parent="/pod")
+
+
+def _sampler(tmp_path: Path, files: dict[str, str]) -> tuple[Sampler, Path]:
+    """A Sampler on a fake v2 tree holding the pod cgroup /pod with files; and that cgroup's directory."""
     cg = Cgroups(tmp_path / "none")
     cg.v2, cg.hierarchies = True, {"": tmp_path / "cg"}
     cgdir = tmp_path / "cg" / "pod"
     cgdir.mkdir(parents=True)
-    (cgdir / "cgroup.procs").write_text("")
-    (cgdir / "cpu.stat").write_text("usage_usec 1000000\n")
-    sandbox = SandboxRecord(
-        id="s",
-        name="s",
-        meta=PodMeta(name="s", uid="u", namespace="n"),
-        phase=Phase.CREATED,
-        cgroup_parent="/pod",
-    )
-    sampler = Sampler(cgroups=cg, layout=Layout(tmp_path / "root", tmp_path / "run"), max_age=60.0)
-    (first,) = sampler.pods([(sandbox, [])])
+    for name, text in {"cgroup.procs": "", **files}.items():
+        (cgdir / name).write_text(text)
+    return Sampler(cgroups=cg, layout=Layout(tmp_path / "root", tmp_path / "run"), max_age=60.0), cgdir
+
+
+def test_sampler_reuses_a_fresh_reading_and_rates_cpu(tmp_path: Path) -> None:
+    sampler, cgdir = _sampler(tmp_path, {"cpu.stat": "usage_usec 1000000\n"})
+    (first,) = sampler.pods([(_POD, [])])
     (cgdir / "cpu.stat").write_text("usage_usec 3000000\n")
-    (again,) = sampler.pods([(sandbox, [])])
+    (again,) = sampler.pods([(_POD, [])])
     assert again.cgroup is first.cgroup  # within max_age: the same reading, files not read again
     sampler.max_age = 0.0
     time.sleep(0.01)
-    (later,) = sampler.pods([(sandbox, [])])
+    (later,) = sampler.pods([(_POD, [])])
     assert later.cgroup.cpu_usage_ns == 3_000_000_000
     assert later.nano_cores is not None
     assert later.nano_cores > 0
@@ -336,30 +338,13 @@ def test_only_checkpoint_answers_unimplemented(servicer: str, service: str) -> N
 
 
 def test_a_full_reading_serves_stats_but_a_stats_reading_does_not_serve_metrics(tmp_path: Path) -> None:
-    cg = Cgroups(tmp_path / "none")
-    cg.v2, cg.hierarchies = True, {"": tmp_path / "cg"}
-    cgdir = tmp_path / "cg" / "pod"
-    cgdir.mkdir(parents=True)
-    for name, text in (
-        ("cgroup.procs", ""),
-        ("cpu.stat", "usage_usec 1\n"),
-        ("cgroup.threads", "\n\n"),
-        ("memory.current", "4096\n"),
-    ):
-        (cgdir / name).write_text(text)
-    sandbox = SandboxRecord(
-        id="s",
-        name="s",
-        meta=PodMeta(name="s", uid="u", namespace="n"),
-        phase=Phase.CREATED,
-        cgroup_parent="/pod",
-    )
-    sampler = Sampler(cgroups=cg, layout=Layout(tmp_path / "root", tmp_path / "run"), max_age=60.0)
-    (stats,) = sampler.pods([(sandbox, [])])
+    sampler, _ = _sampler(tmp_path, {"cpu.stat": "usage_usec 1\n", "cgroup.threads": "\n\n",
+                                     "memory.current": "4096\n"})
+    (stats,) = sampler.pods([(_POD, [])])
     assert not stats.cgroup.full
     assert stats.cgroup.threads is None  # not read for stats
-    (metrics,) = sampler.pods([(sandbox, [])], full=True)
+    (metrics,) = sampler.pods([(_POD, [])], full=True)
     assert metrics.cgroup.full
     assert metrics.cgroup.threads == 2
-    (again,) = sampler.pods([(sandbox, [])])
+    (again,) = sampler.pods([(_POD, [])])
     assert again.cgroup is metrics.cgroup
