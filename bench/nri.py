@@ -19,11 +19,19 @@ long-lived pod (the container removed untimed). The added cost of NRI is reporte
 difference of the medians, and the median of the per-cycle differences (cycle i of crib-plugin minus
 cycle i of crib-off, run back to back, so slow drift on the machine cancels). Idle RSS of each crib daemon
 is printed too.
+
+On a shared machine a pod's 100 ms carry more noise than NRI's cost, so (c) also times the hooks alone:
+crib.nri's runtime in this process (asyncio, as in the daemon), the same no-op plugin started by it from
+plugin_path as its own process, and `--hook-cycles` rounds of the RunPodSandbox hook and of the
+CreateContainer hook (on the real spec of a container of crib-plugin), with no plugin and with it.
+What the daemon adds to a call is that hook's time; with NRI off the lifecycles call no hooks at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import copy
 import json
 import sys
 import tempfile
@@ -38,6 +46,10 @@ if __package__ in (None, ""):  # `python bench/nri.py`
 from bench import harness
 from bench.runtime import PAUSE, TAG, Runtime, container_config, measure
 from crib._proto.runtime.v1 import api_pb2 as api
+from crib.config import NriConfig
+from crib.hooks import ContainerStep, PodStep
+from crib.nri import NriRuntime
+from crib.state.records import ContainerRecord, Phase, PodMeta, SandboxRecord
 from tests.fixtures import images as img
 from tests.fixtures.cni import Testbed
 from tests.fixtures.containerd import Containerd
@@ -139,9 +151,101 @@ def run(runtimes: list[Runtime], cycles: int) -> dict[str, Any]:
     return results
 
 
+class _EmptyNode:
+    """crib.nri.NodeAccess of a node with nothing on it (the hooks' cost does not depend on it)."""
+
+    def pods(self) -> list[SandboxRecord]:
+        return []
+
+    def containers(self) -> list[ContainerRecord]:
+        return []
+
+    def spec(self, container_id: str) -> dict[str, Any] | None:
+        return None
+
+    async def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        return None
+
+    async def evict(self, container_id: str, reason: str) -> None:
+        return None
+
+
+async def _time_hooks(
+    base: Path, plugins: Path | None, spec: dict[str, Any], cycles: int
+) -> dict[str, float]:
+    """Median microseconds of the RunPodSandbox and CreateContainer hooks (see the module note)."""
+    name = "with-plugin" if plugins else "no-plugin"
+    runtime = NriRuntime(
+        NriConfig(socket_path=str(base / f"{name}.sock"), plugin_path=str(plugins or base / "none"))
+    )
+    runtime.bind(_EmptyNode())
+    await runtime.start()
+    run: list[float] = []
+    create: list[float] = []
+    try:
+        for i in range(cycles):
+            pod = SandboxRecord(
+                id=f"pod{i}",
+                name=f"pod{i}",
+                meta=PodMeta(name=f"pod{i}", uid="u", namespace="b"),
+                phase=Phase.CREATING,
+            )
+            ctr = ContainerRecord(
+                id=f"ctr{i}", name=f"ctr{i}", sandbox_id=pod.id, meta_name="c", phase=Phase.CREATING
+            )
+            began = time.perf_counter()
+            await runtime.pod(PodStep.RUN, pod)
+            run.append(time.perf_counter() - began)
+            fresh = copy.deepcopy(spec)
+            began = time.perf_counter()
+            await runtime.adjust(ctr, fresh)
+            create.append(time.perf_counter() - began)
+            await runtime.container(ContainerStep.REMOVE, ctr)
+            await runtime.pod(PodStep.REMOVE, pod)
+    finally:
+        await runtime.close()
+    return {
+        "run_pod_sandbox_us": harness.median(run) * 1e6,
+        "create_container_us": harness.median(create) * 1e6,
+    }
+
+
+def hook_costs(base: Path, plugins: Path, spec: dict[str, Any], cycles: int) -> dict[str, Any]:
+    out = {
+        "no_plugin": asyncio.run(_time_hooks(base, None, spec, cycles)),
+        "with_plugin": asyncio.run(_time_hooks(base, plugins, spec, cycles)),
+    }
+    print(f"\n(c) the hooks alone, {cycles} rounds each (median)")
+    for key, label in (
+        ("run_pod_sandbox_us", "RunPodSandbox hook"),
+        ("create_container_us", "CreateContainer hook"),
+    ):
+        print(
+            f"  {label:<22} no plugin {out['no_plugin'][key]:8.1f} us   one no-op plugin "
+            f"{out['with_plugin'][key]:8.1f} us"
+        )
+    return out
+
+
+def _a_spec(daemon: CribDaemon, image: str, pod: tuple[str, api.PodSandboxConfig]) -> dict[str, Any]:
+    """The OCI spec crib gives a container (taken from one it creates), for the CreateContainer hook."""
+    r = Runtime("spec", daemon, "", image)
+    cfg = container_config(image, "spec-source", ["sleep", "3600"])
+    cid = r.rt.CreateContainer(
+        api.CreateContainerRequest(pod_sandbox_id=pod[0], config=cfg, sandbox_config=pod[1]), timeout=60
+    ).container_id
+    try:
+        info = r.rt.ContainerStatus(api.ContainerStatusRequest(container_id=cid, verbose=True)).info["info"]
+        spec: dict[str, Any] = json.loads(info)["runtimeSpec"]
+    finally:
+        r.rt.RemoveContainer(api.RemoveContainerRequest(container_id=cid), timeout=60)
+    return spec
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench nri", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=50)
+    parser.add_argument("--hook-cycles", type=int, default=500)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="crib-bench-nri-") as tmp:
@@ -175,7 +279,12 @@ def main(argv: list[str] | None = None) -> int:
                         daemon.images.PullImage(
                             api.PullImageRequest(image=api.ImageSpec(image=ref)), timeout=120
                         )
-                daemons["crib-plugin"].wait_for_log("NRI plugin synchronized plugin=50-noop", timeout=30)
+                # Launched plugins join before the daemon serves, and one that fails to join is killed:
+                # its process, a child of the daemon, is the sign that it is attached.
+                if len(harness.tree(daemons["crib-plugin"].proc.pid)) < 2:
+                    raise RuntimeError(
+                        "crib-plugin: the no-op plugin is not running:\n" + daemons["crib-plugin"].log_tail()
+                    )
                 time.sleep(1)
                 idle = {name: _daemon_rss_mib(daemons[name].proc.pid) for name in CRIBS}
                 print(
@@ -185,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.cycles} cycles per operation, order reversed every cycle", flush=True)
                 results = run(runtimes, args.cycles)
                 results["idle_rss_mib"] = idle
+                pod = runtimes[0].run_pod()
+                spec = _a_spec(daemons["crib-off"], busybox, pod)
+                runtimes[0].remove_pod(pod[0])
+                results["c_hooks"] = hook_costs(base, plugins, spec, args.hook_cycles)
             finally:
                 for daemon in daemons.values():
                     daemon.stop()
