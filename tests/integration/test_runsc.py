@@ -3,7 +3,6 @@ sandbox kernel through their whole lifecycle, and the refusals that go with a sa
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from crib._proto.runtime.v1 import api_pb2 as api
 from crib.streaming import client
 from tests.fixtures import images as img
 from tests.fixtures import leaks
-from tests.fixtures.cri import Pod, code_of, container_config, pod_config, pull, wait_for
+from tests.fixtures.cri import Pod, attach_line, code_of, container_config, pod_config, pull, wait_for
 from tests.fixtures.daemon import CribDaemon
 
 RUNSC = shutil.which("runsc") or "/usr/bin/runsc"  # Debian package runsc, in the Makefile's DEBS
@@ -138,8 +137,4 @@ async def test_exec_and_attach_in_the_sandbox(pod: Pod, busybox: str) -> None:
     assert b"Starting gVisor" in out
     url = pod.rt.Attach(api.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True)).url
     async with await client.RemoteCommand.connect(url, stdin=True) as rc:
-        await rc.write(b"hello\n")
-        seen = b""
-        while b"\n" not in seen:
-            seen += await asyncio.wait_for(rc.read_stdout(), 20)
-    assert seen == b"got hello\n"
+        assert await attach_line(rc, b"hello\n") == b"got hello\n"

@@ -13,11 +13,12 @@ import grpc
 import pytest
 
 from crib._proto.runtime.v1 import api_pb2 as api
+from crib.streaming import client
 from crib.system import ns
 from tests.fixtures import images as img
 from tests.fixtures import leaks
 from tests.fixtures.cni import Testbed
-from tests.fixtures.cri import Pod, code_of, container_config, pod_config, pull, wait_for
+from tests.fixtures.cri import Pod, attach_line, code_of, container_config, pod_config, pull, wait_for
 from tests.fixtures.daemon import CribDaemon
 from tests.integration.net_helpers import daemon_on, free_port, http_get
 
@@ -255,3 +256,16 @@ def test_a_handler_without_user_namespaces_refuses_them(crib_factory: Callable[.
     got, text = code_of(lambda: daemon.runtime.RunPodSandbox(request))
     assert got == grpc.StatusCode.FAILED_PRECONDITION
     assert "runtime handler 'boxed' cannot run one" in text
+
+
+async def test_streaming_exec_and_attach_in_a_user_namespaced_pod(pod: Pod, busybox: str) -> None:
+    cid = pod.run(in_pod(pod, busybox, ["sh", "-c", "read x; echo got $x as $(id -u); exec sleep 1000"],
+                         stdin=True, stdin_once=True))
+    url = pod.rt.Exec(api.ExecRequest(container_id=cid, cmd=["cat", "/proc/self/uid_map"], stdout=True,
+                                      stderr=True)).url
+    async with await client.RemoteCommand.connect(url) as rc:
+        out, _, code = await rc.collect()
+    assert (out.decode().split(), code) == (["0", str(HOST_UID), str(LENGTH)], 0)
+    url = pod.rt.Attach(api.AttachRequest(container_id=cid, stdin=True, stdout=True, stderr=True)).url
+    async with await client.RemoteCommand.connect(url, stdin=True) as rc:
+        assert await attach_line(rc, b"hello\n") == b"got hello as 0\n"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from crib import log, oci
 from crib.containers.inputs import host_devices
+from crib.runtime.handlers import kernel_at_least
 from crib.runtime.runc import Runc
 from crib.system.cgroups import Cgroups
 
@@ -26,14 +27,6 @@ def _status_field(name: str) -> str:
         if key == name:
             return value.strip()
     return ""
-
-
-def _kernel_at_least(major: int, minor: int) -> bool:
-    try:
-        parts = platform.release().split(".")
-        return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
-    except (ValueError, IndexError):
-        return False
 
 
 async def probe(runc: Runc, cgroups: Cgroups) -> oci.HostFacts:
@@ -60,7 +53,7 @@ async def probe(runc: Runc, cgroups: Cgroups) -> oci.HostFacts:
     return oci.HostFacts(
         arch=platform.machine(), capabilities=caps, apparmor_enabled=apparmor,
         seccomp_enabled=bool(seccomp_feature.get("enabled", True)) and bool(_status_field("Seccomp")),
-        rro_supported="rro" in (features.get("mountOptions") or ()) and _kernel_at_least(5, 12),
+        rro_supported="rro" in (features.get("mountOptions") or ()) and kernel_at_least(5, 12),
         oom_score_adj_min=oom_min, cgroup_v2=cgroups.v2, swap_controller=swap, hugetlb_controller=hugetlb,
         host_devices=host_devices(),
         rlimits=oci.default_rlimits(resource.getrlimit(resource.RLIMIT_NOFILE)[1]))

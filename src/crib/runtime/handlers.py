@@ -39,7 +39,8 @@ class HandlerFeatures:
     user_namespaces_reason: str = ""
 
 
-def _kernel_at_least(major: int, minor: int) -> bool:
+def kernel_at_least(major: int, minor: int) -> bool:
+    """Whether the running kernel is at least major.minor (False when its release cannot be read)."""
     try:
         parts = platform.release().split(".")
         return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
@@ -55,7 +56,7 @@ def _kernel_problem(layers: Path, runroot: Path) -> str:
             return "user.max_user_namespaces is 0; raise it with sysctl"
     except (OSError, ValueError):
         pass
-    if not _kernel_at_least(5, 19):
+    if not kernel_at_least(5, 19):
         return f"kernel {platform.release()} is older than 5.19 (ID-mapped overlayfs layers)"
     layers.mkdir(parents=True, exist_ok=True)
     for d in (runroot, *runroot.parents):
@@ -96,7 +97,7 @@ async def probe(runc: Runc, *, userns_problem: str) -> HandlerFeatures:
         log.event(_log, 20, "runtime has no usable `features` command; assuming no rro",
                   handler=runc.handler, error=str(exc)[:200])
         features = {}
-    rro = "rro" in (features.get("mountOptions") or ()) and _kernel_at_least(5, 12)
+    rro = "rro" in (features.get("mountOptions") or ()) and kernel_at_least(5, 12)
     namespaces = (features.get("linux") or {}).get("namespaces") or ()
     if runc.sandboxed:
         reason = (f"handler {runc.handler!r} is a sandboxed runtime ({runc.name}): its sandbox, not the "
@@ -113,4 +114,4 @@ async def probe(runc: Runc, *, userns_problem: str) -> HandlerFeatures:
                            user_namespaces=not reason, user_namespaces_reason=reason)
 
 
-__all__ = ["HandlerFeatures", "probe", "userns_problem"]
+__all__ = ["HandlerFeatures", "kernel_at_least", "probe", "userns_problem"]
