@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from crib.containers.events import ContainerEvent, EventBus, EventKind
 from crib.containers.stop import stop_signal
 from crib.containers.usage import runtime_stats
 from crib.errors import ResourceExhausted
-from crib.runtime import _sandbox_shim, conmon
+from crib.runtime import _sandbox_shim, conmon, handlers
 from crib.runtime.runc import Runc, runtime_message
 from crib.state.records import ContainerRecord
 
@@ -161,3 +162,30 @@ def test_runtime_stats_from_runsc_events() -> None:
         362816344, 749568, 748568, 2)
     empty = runtime_stats({})
     assert (empty.cpu_usage_ns, empty.memory_usage, empty.pids_current) == (None, None, None)
+
+
+class _FakeFeatures(Runc):
+    """A runtime whose `features` answer is given (or missing: an old runtime, runsc)."""
+
+    async def features(self) -> dict[str, Any]:
+        if self.handler == "old":
+            raise RuntimeError("no such command")
+        return {"mountOptions": ["rro"], "linux": {"namespaces": ["user"] if self.handler == "full" else []}}
+
+
+@pytest.mark.parametrize(("handler", "sandboxed", "problem", "userns", "reason"), [
+    ("full", False, "", True, ""),
+    ("full", False, "kernel too old", False, "kernel too old"),
+    ("bare", False, "", False, "does not list the user namespace"),
+    ("old", False, "", False, "does not list the user namespace"),
+    ("full", True, "", False, "is a sandboxed runtime"),
+], ids=["supported", "node-problem", "runtime-without-userns", "no-features", "sandboxed"])
+def test_handler_features_say_why(handler: str, sandboxed: bool, problem: str, userns: bool,
+                                  reason: str) -> None:
+    runc = _FakeFeatures(handler=handler, path="/usr/bin/x", root="/r", sandboxed=sandboxed)
+    got = asyncio.run(handlers.probe(runc, userns_problem=problem))
+    assert got.user_namespaces is userns
+    assert reason in got.user_namespaces_reason
+    assert bool(got.user_namespaces_reason) is not userns
+    rro = handler != "old" and not sandboxed and handlers.kernel_at_least(5, 12)
+    assert got.recursive_read_only_mounts is rro
