@@ -74,6 +74,7 @@ async def userns_problem(layers: Path, probe_pin: Path, runroot: Path) -> str:
     if problem:
         return problem
     req = ns.PinRequest(user=probe_pin, uid_map=_PROBE_MAP, gid_map=_PROBE_MAP)
+    ns.unpin(probe_pin)  # a daemon killed during its own probe left it
     try:
         ns.prepare_targets(req)
         await ns.pin(req)
