@@ -226,15 +226,20 @@ def test_events_follow_container_changes(crib: CribDaemon, images: img.Catalogue
     try:
         # The stream is live once it reports any probe container (nothing marks the moment it subscribes);
         # a probe's event may come after the next probe is made, so any of them will do.
+        # Each probe has its own name: a second create of one name answers the existing container (kubelet's
+        # retry semantics) and publishes nothing, so a missed first event would never be repeated.
         probes: set[str] = set()
         live = False
-        while not live:
-            probes.add(cli.ok("create", pod, str(container_json(tmp_path, "probe", ref, ["true"])),
+        for attempt in range(20):
+            probes.add(cli.ok("create", pod, str(container_json(tmp_path, f"probe-{attempt}", ref, ["true"])),
                               str(pod_file)).strip())
             try:
                 live = events.get(timeout=3)["containerId"] in probes
             except queue.Empty:
                 assert watcher.poll() is None, watcher.stderr.read() if watcher.stderr else "events ended"
+            if live:
+                break
+        assert live, "crib events reported none of 20 probe containers"
         blip = container_json(tmp_path, "blip", ref, ["true"])
         cid = cli.ok("create", pod, str(blip), str(pod_file)).strip()
         cli.ok("start", cid)
