@@ -306,16 +306,37 @@ def test_a_pre_installed_plugin_is_started_configured_and_stopped(
     logged = [json.loads(x)["method"] for x in events.read_text().splitlines()]
     assert logged[:2] == ["RunPodSandbox", "CreateContainer"]
     assert logged[-1] == "RemovePodSandbox"
-    pids = [
+    pids = _launched_plugins()
+    assert len(pids) == 1
+    crib.restart()  # the plugin goes with the daemon and comes back with it, synchronized again
+    assert not pid_alive(pids[0])
+    wait_for(lambda: len(_log_lines(crib, "NRI plugin synchronized plugin=20-logger")) == 2, timeout=15)
+    again = _launched_plugins()
+    assert len(again) == 1
+    assert again != pids
+    crib.stop()
+    assert not pid_alive(again[0])
+
+
+def _launched_plugins() -> list[int]:
+    return [
         int(p)
         for p in os.listdir("/proc")
         if p.isdigit()
         and _cmdline(p).endswith("tests.fixtures.nri_plugin")
-        and str(REPO) in Path(f"/proc/{p}/cwd").resolve().as_posix()
+        and str(REPO) in _cwd(p)
     ]
-    assert len(pids) == 1
-    crib.stop()
-    assert not pid_alive(pids[0])
+
+
+def _cwd(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cwd").resolve().as_posix()
+    except OSError:
+        return ""
+
+
+def _log_lines(crib: CribDaemon, needle: str) -> list[str]:
+    return [line for line in crib.log_path.read_text(errors="replace").splitlines() if needle in line]
 
 
 def _cmdline(pid: str) -> str:
@@ -407,3 +428,128 @@ def test_a_failed_run_pod_sandbox_hook_leaves_nothing_and_the_retry_works(
         )
     finally:
         pod.remove()
+
+
+def test_rlimits_seccomp_hooks_and_oom_score_land_in_the_running_container(
+    crib: CribDaemon,
+    plugins: Callable[..., NriTestPlugin],
+    new_pod: Callable[[], Pod],
+    busybox: str,
+    tmp_path: Path,
+) -> None:
+    ran = tmp_path / "hook-ran"
+    deny_mkdir = nri.LinuxSyscall(names=["mkdir", "mkdirat"], action="SCMP_ACT_ERRNO",
+                                  errno_ret=nri.OptionalUInt32(value=1))
+    plugin = plugins(crib)
+    plugin.on(
+        "CreateContainer",
+        lambda _req: nri.CreateContainerResponse(
+            adjust=nri.ContainerAdjustment(
+                rlimits=[nri.POSIXRlimit(type="RLIMIT_NOFILE", hard=2222, soft=1111)],
+                hooks=nri.Hooks(
+                    create_runtime=[nri.Hook(path="/bin/sh", args=["sh", "-c", f"cat > {ran}"])]
+                ),
+                linux=nri.LinuxContainerAdjustment(
+                    oom_score_adj=nri.OptionalInt(value=321),
+                    seccomp_policy=nri.LinuxSeccomp(default_action="SCMP_ACT_ALLOW", syscalls=[deny_mkdir]),
+                ),
+            )
+        ),
+    )
+    plugin.start()
+    pod = new_pod()
+    cid = pod.create(container_config(busybox, command=["sleep", "1000"]))
+    # createRuntime runs at `runc create`, on the host, with the container's state on stdin
+    assert json.loads(ran.read_text())["id"] == cid
+    _start(pod, cid)
+    limits = pod.exec(cid, "cat", "/proc/self/limits").stdout.decode()
+    assert next(line for line in limits.splitlines() if line.startswith("Max open files")).split()[3:5] == [
+        "1111",
+        "2222",
+    ]
+    assert pod.exec(cid, "cat", "/proc/self/oom_score_adj").stdout.strip() == b"321"
+    denied = pod.exec(cid, "mkdir", "/tmp/denied")
+    assert denied.exit_code != 0
+    assert b"Operation not permitted" in denied.stderr
+    assert pod.exec(cid, "touch", "/tmp/allowed").exit_code == 0  # only what the policy names is denied
+    spec = _spec(pod, cid)
+    assert spec["linux"]["seccomp"]["defaultAction"] == "SCMP_ACT_ALLOW"
+    assert spec["process"]["oomScoreAdj"] == 321
+
+
+def test_a_malformed_message_closes_only_that_plugins_connection(
+    crib: CribDaemon, plugins: Callable[..., NriTestPlugin], new_pod: Callable[[], Pod]
+) -> None:
+    bad, good = plugins(crib, "bad", "10").start(), plugins(crib, "good", "20").start()
+    # a multiplexer frame header announcing a payload far over the limit
+    bad.send_raw((1).to_bytes(4, "big") + (64 << 20).to_bytes(4, "big"))
+    bad.wait_disconnected()
+    assert "protocol error" in crib.wait_for_log("NRI plugin disconnected plugin=10-bad")
+    pod = new_pod()
+    assert good.connected
+    assert [e.pod_id for e in good.of("RunPodSandbox")] == [pod.id]
+    assert bad.of("RunPodSandbox") == []
+    again = plugins(crib, "bad", "10").start()  # the socket still accepts plugins
+    assert again.synced_pods == [pod.id]
+
+
+def test_objects_created_during_synchronize_are_neither_lost_nor_doubled(
+    crib: CribDaemon, plugins: Callable[..., NriTestPlugin], new_pod: Callable[[], Pod], busybox: str
+) -> None:
+    import threading
+
+    pod = new_pod()
+    early = pod.run(container_config(busybox, "early", command=["sleep", "1000"]))
+    syncing = threading.Event()
+
+    async def slow_sync(_req: Any) -> None:
+        import asyncio
+
+        syncing.set()
+        await asyncio.sleep(1.5)  # the daemon creates and stops objects meanwhile
+
+    plugin = plugins(crib, on_synchronize=slow_sync)
+    plugin.start(wait_ready=False)
+    assert syncing.wait(10)
+    late = pod.create(container_config(busybox, "late", command=["sleep", "1000"]))
+    pod.rt.StopContainer(api.StopContainerRequest(container_id=early, timeout=0))
+    second = new_pod()
+    plugin.wait_ready()
+    assert (plugin.synced_pods, plugin.synced_containers) == ([pod.id], [early])
+    plugin.wait_for(lambda: plugin.of("PostCreateContainer", container_id=late), what="PostCreateContainer")
+    plugin.wait_for(lambda: plugin.of("StopContainer", container_id=early), what="the early one's stop")
+    assert plugin.methods(container_id=late) == ["CreateContainer", "PostCreateContainer"]
+    assert plugin.methods(container_id=early) == ["StopContainer"]
+    assert plugin.methods(pod_id=second.id) == ["RunPodSandbox"]
+    assert plugin.of("RunPodSandbox", pod_id=pod.id) == []
+
+
+def test_two_daemons_on_one_socket_the_later_takes_it_over_and_the_earlier_leaves_it(
+    crib_factory: Callable[..., CribDaemon],
+    plugins: Callable[..., NriTestPlugin],
+    session_tag: str,
+    tmp_path: Path,
+) -> None:
+    shared = tmp_path / "nri" / "nri.sock"
+    first = crib_factory({"nri": {"socket_path": str(shared)}}, name="first")
+    on_first = plugins(first, "early", "10").start()
+    second = crib_factory({"nri": {"socket_path": str(shared)}}, name="second")
+    assert "taking it over" in second.wait_for_log("NRI socket was in use by another process")
+    on_second = plugins(second, "late", "20").start()
+    second.wait_for_log("NRI plugin registered plugin=20-late")
+    assert "plugin=20-late" not in first.log_tail(1000)
+    pods = [Pod(first, pod_config(session_tag)), Pod(second, pod_config(session_tag))]
+    try:
+        # each plugin stays with the daemon it connected to
+        assert [e.pod_id for e in on_first.of("RunPodSandbox")] == [pods[0].id]
+        assert [e.pod_id for e in on_second.of("RunPodSandbox")] == [pods[1].id]
+    finally:
+        for pod in reversed(pods):  # the first daemon made the session's cgroup parent: it removes it last
+            pod.remove()
+    inode = shared.stat().st_ino
+    first.stop()  # must not remove the socket that is no longer its own
+    assert shared.is_socket()
+    assert shared.stat().st_ino == inode
+    assert on_second.connected
+    second.stop()
+    assert not shared.exists()

@@ -74,6 +74,7 @@ class NriRuntime:
         self._msgs: dict[str, Any] = {}  # container id -> its NRI message, kept while plugins are attached
         self._plugins: Plugins | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._socket_inode: tuple[int, int] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def bind(self, node: NodeAccess) -> None:
@@ -105,13 +106,15 @@ class NriRuntime:
             return
         self._server = await asyncio.start_unix_server(self._accept, path=self.cfg.socket_path)
         os.chmod(self.cfg.socket_path, SOCKET_MODE)
+        self._socket_inode = _inode(self.cfg.socket_path)
         log.event(_log, 20, "NRI ready", socket=self.cfg.socket_path, launched=len(found))
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.cfg.socket_path)
+            if _inode(self.cfg.socket_path) == self._socket_inode:  # not one that replaced ours since
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.cfg.socket_path)
         if self._plugins is not None:
             await self._plugins.close()
         for task in list(self._tasks):
@@ -374,11 +377,21 @@ class NriRuntime:
 
 
 def _claim_socket(path: str) -> bool:
-    """Make room for the NRI socket; False (logged) when another live process holds it: crib runs on without
-    external plugins rather than stealing it or failing to start."""
+    """Make room for the NRI socket, as containerd and CRI-O do: the runtime started last takes it.
+
+    Their NRI adaptation removes whatever socket is at the path and listens anew, so of two runtimes on one
+    node configured with the same socket the later one gets the plugins that connect from then on; the other
+    keeps its connected plugins. crib does the same, and says so in its log when the socket it replaces was
+    live. (close() then removes the socket only while it is still crib's, so the runtime that took it over
+    keeps it.) A path that is not a socket is left alone: False (logged), no external plugins.
+    """
     Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not os.path.lexists(path):
         return True
+    if not Path(path).is_socket():
+        log.event(_log, 30, "NRI socket path exists and is not a socket; no external plugins (remove it or "
+                  "set nri.socket_path)", socket=path)
+        return False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(1.0)
         try:
@@ -386,14 +399,19 @@ def _claim_socket(path: str) -> bool:
         except OSError:
             pass
         else:
-            log.event(_log, 30, "NRI socket in use by another process; no external plugins for this daemon "
-                      "(set nri.socket_path to a free path)", socket=path)
-            return False
-    if not Path(path).is_socket():
-        log.event(_log, 30, "NRI socket path exists and is not a socket; no external plugins", socket=path)
-        return False
+            log.event(_log, 30, "NRI socket was in use by another process; taking it over as containerd and "
+                      "CRI-O do (plugins connecting from now on reach this daemon; give each runtime its own "
+                      "nri.socket_path to keep both)", socket=path)
     os.unlink(path)
     return True
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 __all__ = ["NRI_VERSION", "NodeAccess", "NriRuntime"]
