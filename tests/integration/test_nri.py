@@ -322,9 +322,7 @@ def _launched_plugins() -> list[int]:
     return [
         int(p)
         for p in os.listdir("/proc")
-        if p.isdigit()
-        and _cmdline(p).endswith("tests.fixtures.nri_plugin")
-        and str(REPO) in _cwd(p)
+        if p.isdigit() and _cmdline(p).endswith("tests.fixtures.nri_plugin") and str(REPO) in _cwd(p)
     ]
 
 
@@ -430,7 +428,7 @@ def test_a_failed_run_pod_sandbox_hook_leaves_nothing_and_the_retry_works(
         pod.remove()
 
 
-def test_rlimits_seccomp_hooks_and_oom_score_land_in_the_running_container(
+def test_rlimits_seccomp_hooks_devices_and_oom_score_land_in_the_running_container(
     crib: CribDaemon,
     plugins: Callable[..., NriTestPlugin],
     new_pod: Callable[[], Pod],
@@ -438,19 +436,19 @@ def test_rlimits_seccomp_hooks_and_oom_score_land_in_the_running_container(
     tmp_path: Path,
 ) -> None:
     ran = tmp_path / "hook-ran"
-    deny_mkdir = nri.LinuxSyscall(names=["mkdir", "mkdirat"], action="SCMP_ACT_ERRNO",
-                                  errno_ret=nri.OptionalUInt32(value=1))
+    deny_mkdir = nri.LinuxSyscall(
+        names=["mkdir", "mkdirat"], action="SCMP_ACT_ERRNO", errno_ret=nri.OptionalUInt32(value=1)
+    )
     plugin = plugins(crib)
     plugin.on(
         "CreateContainer",
         lambda _req: nri.CreateContainerResponse(
             adjust=nri.ContainerAdjustment(
                 rlimits=[nri.POSIXRlimit(type="RLIMIT_NOFILE", hard=2222, soft=1111)],
-                hooks=nri.Hooks(
-                    create_runtime=[nri.Hook(path="/bin/sh", args=["sh", "-c", f"cat > {ran}"])]
-                ),
+                hooks=nri.Hooks(create_runtime=[nri.Hook(path="/bin/sh", args=["sh", "-c", f"cat > {ran}"])]),
                 linux=nri.LinuxContainerAdjustment(
                     oom_score_adj=nri.OptionalInt(value=321),
+                    devices=[nri.LinuxDevice(path="/dev/crib-zero", type="c", major=1, minor=5)],
                     seccomp_policy=nri.LinuxSeccomp(default_action="SCMP_ACT_ALLOW", syscalls=[deny_mkdir]),
                 ),
             )
@@ -462,12 +460,16 @@ def test_rlimits_seccomp_hooks_and_oom_score_land_in_the_running_container(
     # createRuntime runs at `runc create`, on the host, with the container's state on stdin
     assert json.loads(ran.read_text())["id"] == cid
     _start(pod, cid)
-    limits = pod.exec(cid, "cat", "/proc/self/limits").stdout.decode()
+    # the container's own process (PID 1 of its PID namespace): runc exec races Go's start-up raising the
+    # soft RLIMIT_NOFILE of its child to the hard one, so an exec'd process may show soft == hard
+    limits = pod.exec(cid, "cat", "/proc/1/limits").stdout.decode()
     assert next(line for line in limits.splitlines() if line.startswith("Max open files")).split()[3:5] == [
         "1111",
         "2222",
     ]
-    assert pod.exec(cid, "cat", "/proc/self/oom_score_adj").stdout.strip() == b"321"
+    assert pod.exec(cid, "cat", "/proc/1/oom_score_adj").stdout.strip() == b"321"
+    # the device node is made at the path the plugin asked for, and works
+    assert pod.exec(cid, "sh", "-c", "head -c 5 /dev/crib-zero | wc -c").stdout.strip() == b"5"
     denied = pod.exec(cid, "mkdir", "/tmp/denied")
     assert denied.exit_code != 0
     assert b"Operation not permitted" in denied.stderr
@@ -553,3 +555,83 @@ def test_two_daemons_on_one_socket_the_later_takes_it_over_and_the_earlier_leave
     assert on_second.connected
     second.stop()
     assert not shared.exists()
+
+
+def _memory_limit(cid: str, limit: int) -> nri.ContainerUpdate:
+    resources = nri.LinuxResources(memory=nri.LinuxMemory(limit=nri.OptionalInt64(value=limit)))
+    return nri.ContainerUpdate(container_id=cid, linux=nri.LinuxContainerUpdate(resources=resources))
+
+
+def test_updates_and_evictions_in_answers_to_synchronize_create_and_stop(
+    crib: CribDaemon, plugins: Callable[..., NriTestPlugin], new_pod: Callable[[], Pod], busybox: str
+) -> None:
+    pod = new_pod()
+    old, victim, stopper = (
+        pod.run(container_config(busybox, name, command=["sleep", "1000"]))
+        for name in ("old", "victim", "stop")
+    )
+    plugin = plugins(
+        crib, on_synchronize=lambda _req: nri.SynchronizeResponse(update=[_memory_limit(old, 50 << 20)])
+    )
+    plugin.on(
+        "CreateContainer",
+        lambda _req: nri.CreateContainerResponse(
+            update=[_memory_limit(old, 60 << 20)],
+            evict=[nri.ContainerEviction(container_id=victim, reason="room")],
+        ),
+    )
+    plugin.on(
+        "StopContainer",
+        lambda req: (
+            nri.StopContainerResponse(update=[_memory_limit(old, 70 << 20)])
+            if req.container.id == stopper
+            else None
+        ),
+    )
+    plugin.start()
+    wait_for(lambda: _cgroup(pod, old, "memory", "memory.limit_in_bytes") == str(50 << 20))
+    pod.create(container_config(busybox, "new", command=["sleep", "1000"]))
+    assert _cgroup(pod, old, "memory", "memory.limit_in_bytes") == str(60 << 20)
+    assert pod.wait_exit(victim).state == api.CONTAINER_EXITED
+    pod.rt.StopContainer(api.StopContainerRequest(container_id=stopper, timeout=0))
+    wait_for(lambda: _cgroup(pod, old, "memory", "memory.limit_in_bytes") == str(70 << 20))
+    assert pod.status(old).state == api.CONTAINER_RUNNING
+    # kept in its config.json for a restart (written just after `runc update`)
+    wait_for(lambda: _spec(pod, old)["linux"]["resources"]["memory"]["limit"] == 70 << 20)
+
+
+def test_a_plugin_hanging_in_synchronize_is_cut_off_and_pods_go_on(
+    crib_factory: Callable[..., CribDaemon], plugins: Callable[..., NriTestPlugin], session_tag: str
+) -> None:
+    crib = crib_factory({"nri": {"registration_timeout": "2s"}})
+    stuck = plugins(crib, "stuck", "10", on_synchronize=hang())
+    stuck.start(wait_ready=False)
+    crib.wait_for_log("NRI plugin registered plugin=10-stuck")
+    pod = Pod(crib, pod_config(session_tag))  # waits behind the Synchronize at most registration_timeout
+    try:
+        stuck.wait_disconnected()
+        assert "registration_timeout" in crib.wait_for_log("NRI plugin disconnected plugin=10-stuck")
+        assert stuck.of("RunPodSandbox") == []
+        healthy = plugins(crib, "ok", "20").start()
+        assert healthy.synced_pods == [pod.id]
+    finally:
+        pod.remove()
+
+
+def test_a_pre_installed_plugin_that_crashes_is_forgotten(
+    crib_factory: Callable[..., CribDaemon], session_tag: str, tmp_path: Path
+) -> None:
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "10-crasher").write_text("#!/bin/sh\necho dying >&2\nexit 3\n")
+    (plugin_dir / "10-crasher").chmod(0o755)
+    crib = crib_factory({"nri": {"plugin_path": str(plugin_dir)}})
+    line = crib.wait_for_log("NRI plugin process exited plugin=10-crasher")
+    assert "code=3" in line
+    assert "dying" in line
+    crib.wait_for_log("NRI plugin disconnected plugin=10-crasher")
+    pod = Pod(crib, pod_config(session_tag))
+    try:
+        assert crib.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items[0].id == pod.id
+    finally:
+        pod.remove()
