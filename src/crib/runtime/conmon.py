@@ -3,12 +3,19 @@
 The handshake (conmon's own protocol, as CRI-O drives it):
 
 1. crib starts conmon with two inherited pipes named by _OCI_SYNCPIPE / _OCI_STARTPIPE (any fd numbers).
-2. conmon blocks reading the start pipe, so crib can move it into the pod's cgroup before anything forks:
-   everything conmon starts (runc, the container) inherits that cgroup.
-3. crib writes one byte to the start pipe. conmon forks; the parent writes the monitor's pid to the
-   --conmon-pidfile and exits 0 (it is reaped by proc); the monitor runs `runc create`.
+2. conmon blocks reading the start pipe until crib writes one byte to it. conmon forks; the parent writes
+   the monitor's pid to the --conmon-pidfile and exits 0 (it is reaped by proc); the monitor runs
+   `runc create`.
+3. crib moves the monitor into the pod's cgroup while `runc create` runs, not before releasing conmon: on
+   cgroup v1 the first write to a cgroup.procs after a quiet spell waits for an RCU grace period
+   (~10 ms here: the kernel's cgroup_threadgroup_rwsem), and `runc create` makes the same kind of write for
+   the container's init a few ms later; side by side the two writes share one wait instead of paying two.
+   `runc create` itself (a short-lived child) stays where the daemon is; the container's processes go into
+   the container's own cgroup (runc puts them there). Under a sandboxed handler conmon is placed before
+   it is released, as its shim's helpers must start inside the pod's cgroup.
 4. The monitor writes one JSON line to the sync pipe: {"data": <container pid>} on success, or
-   {"data": -1, "message": "<runc's stderr>"} (api-version 1). crib waits for it within a bound.
+   {"data": -1, "message": "<runc's stderr>"} (api-version 1). crib waits for it within a bound, and
+   for the placement.
 
 Under a sandboxed handler (gVisor) conmon runs the runtime through _sandbox_shim.py, so that a container
 joining its pod's sandbox still gives conmon a process to wait for.
@@ -105,7 +112,8 @@ def argv(monitor: Monitor, launch: Launch) -> list[str]:
 
 
 async def create(monitor: Monitor, launch: Launch, place: Callable[[int], None]) -> Created:
-    """Start conmon for launch, place(pid) it into its cgroup, release it, and wait for the container pid.
+    """Start conmon for launch, release it, place(pid) its monitor into its cgroup while `runc create` runs
+    (step 3 of the module note), and wait for the container pid.
 
     Raises:
         ExternalCommandError: conmon or runc failed; the message carries runc's own words.
@@ -124,29 +132,52 @@ async def create(monitor: Monitor, launch: Launch, place: Callable[[int], None])
         raise
     os.close(sync_w)
     os.close(start_r)
+    placing: asyncio.Future[None] | None = None
     try:
         try:
-            place(child.pid)
+            if launch.runc.sandboxed:  # the shim's helpers must start in the pod's cgroup (module note)
+                place(child.pid)
             os.write(start_w, b"0")
         finally:
             os.close(start_w)
-        # The parent conmon exits as soon as it has forked the monitor.
+        # The parent conmon exits as soon as it has forked the monitor and written its pid file.
         await child.finish(timeout=monitor.create_timeout, drain_after_exit=1.0)
-        message = await _read_sync(sync_r, monitor.create_timeout, launch.cid)
+        monitor_pid = read_pid(launch.bundle / CONMON_PIDFILE)
+        if not launch.runc.sandboxed and monitor_pid > 0:  # no pid file: the sync pipe says what failed
+            placing = asyncio.ensure_future(asyncio.to_thread(place, monitor_pid))
+        try:
+            message = await _read_sync(sync_r, monitor.create_timeout, launch.cid)
+        except BaseException:
+            if placing is not None:  # let the placement end first; the sync pipe's failure is the one told
+                await asyncio.wait({placing})
+            raise
+        if placing is not None:
+            await placing  # conmon is killed below if it could not be placed
+        elif not launch.runc.sandboxed and _created(message) > 0:  # the pid file came late (or never)
+            monitor_pid = read_pid(launch.bundle / CONMON_PIDFILE)
+            if monitor_pid <= 0:
+                raise ExternalCommandError(f"conmon wrote no pid file for container {launch.name!r}",
+                                           argv=list(child.argv))
+            await asyncio.to_thread(place, monitor_pid)
     except BaseException:
         await child.kill()
         _kill_monitor(launch.bundle)
         raise
     finally:
         os.close(sync_r)
-    raw = message.get("data", -1)
-    pid = raw if isinstance(raw, int) else -1
+    pid = _created(message)
     if pid <= 0:
         _kill_monitor(launch.bundle)
         text = runtime_message(str(message.get("message", ""))) or "no error message"
         raise ExternalCommandError(f"{os.path.basename(launch.runc.path)} create failed for container "
                                    f"{launch.name!r}: {text}", argv=list(child.argv), stderr=text)
     return Created(pid=pid, conmon_pid=read_pid(launch.bundle / CONMON_PIDFILE))
+
+
+def _created(message: dict[str, object]) -> int:
+    """The container pid of a sync message, -1 when it reports a failure."""
+    raw = message.get("data", -1)
+    return raw if isinstance(raw, int) else -1
 
 
 async def _read_sync(fd: int, timeout: float, cid: str) -> dict[str, object]:
