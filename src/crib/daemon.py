@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import gc
 import os
 import signal
 import socket
@@ -210,6 +211,7 @@ async def _serve_grpc(cfg: Config, health: Health, network: CNIManager, images: 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    _settle_heap()
     log.event(_log, 20, "crib daemon serving", version=__version__, listen=cfg.listen, root=cfg.root,
               runroot=cfg.runroot, pid=os.getpid())
     try:
@@ -224,6 +226,20 @@ async def _serve_grpc(cfg: Config, health: Health, network: CNIManager, images: 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock)
     _log.info("crib daemon stopped")
+
+
+def _settle_heap() -> None:
+    """Collect start-up's garbage once, then move every object alive now out of the cyclic collector's
+    reach (gc.freeze).
+
+    Why: the modules, descriptors and restored state of a serving daemon live as long as it does, and
+    every full collection walked them all again, with the event loop stopped: 60-70 ms measured on the
+    test VM under load (a relist or a status call caught behind it waits that long), ~6 ms frozen. Frozen
+    objects are still freed by reference counting if they ever go; only what is allocated while serving
+    is scanned.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def _start_metrics(cfg: Config, node: Node, streams: StreamServer) -> Any:
