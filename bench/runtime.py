@@ -1,6 +1,6 @@
 """Pod and container lifecycle benchmark, crib vs containerd (CRI plugin; runc under both).
 
-    .venv/bin/python -m bench runtime [--cycles 50] [--pods 20] [--json FILE]
+    .venv/bin/python -m bench runtime [--cycles 50] [--pods 20] [--json FILE] [--crib-src DIR]
 
 Both runtimes run side by side for the whole benchmark, each on its own temporary root and its own CNI
 bridge network of the same shape (bridge + host-local + portmap + loopback, from tests.fixtures.cni, so
@@ -296,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=50)
     parser.add_argument("--pods", type=int, default=20)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--crib-src", type=Path, help="run crib from this src/ directory (PYTHONPATH)")
     args = parser.parse_args(argv)
+    harness.use_crib_src(args.crib_src)
     with tempfile.TemporaryDirectory(prefix="crib-bench-rt-") as tmp, pair(Path(tmp)) as (runtimes, _):
         print(f"runtimes up; {args.cycles} cycles per operation, alternating", flush=True)
         results = run_benchmarks(runtimes, args.cycles)

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from crib import __version__, log
 from crib.config import Config
-from crib.cri.image_servicer import ImageExtServicer, ImageServicer, ext_handler
+from crib.cri.image_servicer import EXT_SERVICE, ImageExtServicer, ImageServicer, ext_handlers
 from crib.cri.runtime_servicer import RuntimeServicer
-from crib.cri.server import build_server
+from crib.cri.server import add_service, build_server
 from crib.errors import ConfigError, CribError
 from crib.hooks import NO_HOOKS
 from crib.images import ImageService
@@ -191,7 +191,7 @@ async def _serve_grpc(cfg: Config, health: Health, network: CNIManager, images: 
     sock = cfg.socket_path
     server = build_server(RuntimeServicer(cfg=cfg, health=health, network=network, sandboxes=node.sandboxes,
                                           containers=node.containers, streams=streams), ImageServicer(images))
-    server.add_generic_rpc_handlers((ext_handler(ImageExtServicer(images)),))
+    add_service(server, EXT_SERVICE, ext_handlers(ImageExtServicer(images)))
     old_umask = os.umask(0o117)  # the socket is born 0660: no window where others could connect
     try:
         # "unix:" + absolute path: grpc would bind "unix:///p" as the literal path "///p" (seen in

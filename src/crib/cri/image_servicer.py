@@ -16,10 +16,8 @@ from typing import Any
 import grpc
 
 from crib._proto.runtime.v1 import api_pb2 as api
-from crib._proto.runtime.v1 import api_pb2_grpc
 from crib.cri import wire
 from crib.cri.chunks import chunked
-from crib.cri.interceptors import instrumented_service
 from crib.cri.server import fill_unimplemented
 from crib.errors import InvalidArgument
 from crib.images import Credentials, ImageService, PullProgress
@@ -66,7 +64,7 @@ def _fs_usage(usage: Any) -> Any:
 
 
 @fill_unimplemented("ImageService")
-class ImageServicer(api_pb2_grpc.ImageServiceServicer):  # type: ignore[misc]
+class ImageServicer:
     def __init__(self, images: ImageService) -> None:
         self._images = images
         self._pinned: wire.Cache[ImageRecord] = wire.Cache(functools.partial(to_image, pinned=True))
@@ -190,17 +188,17 @@ class ImageExtServicer:
                 "layers": result.gc.layers, "bytes_freed": result.gc.bytes_freed}
 
 
-def ext_handler(servicer: ImageExtServicer) -> grpc.GenericRpcHandler:
-    """The generic handler to add to the server next to the CRI services."""
-    return instrumented_service(EXT_SERVICE, {
+def ext_handlers(servicer: ImageExtServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """The extension's method handlers, for cri.server.add_service(server, EXT_SERVICE, ...)."""
+    return {
         "Pull": grpc.unary_stream_rpc_method_handler(servicer.Pull, request_deserializer=_decode,
                                                      response_serializer=_encode),
         "Import": grpc.unary_unary_rpc_method_handler(servicer.Import, request_deserializer=_decode,
                                                       response_serializer=_encode),
         "Prune": grpc.unary_unary_rpc_method_handler(servicer.Prune, request_deserializer=_decode,
                                                      response_serializer=_encode),
-    })
+    }
 
 
 __all__ = ["EXT_IMPORT", "EXT_PRUNE", "EXT_PULL", "ImageExtServicer", "ImageServicer", "credentials",
-           "ext_handler", "to_image"]
+           "ext_handlers", "to_image"]

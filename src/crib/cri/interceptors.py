@@ -225,10 +225,9 @@ def instrument(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHan
     return handler  # CRI has no client-streaming RPCs
 
 
-def instrumented_service(service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> grpc.GenericRpcHandler:
-    """A generic handler for a service whose every method is instrument()ed."""
-    return grpc.method_handlers_generic_handler(
-        service, {name: instrument(name, handler) for name, handler in handlers.items()})
+def instrumented_handlers(handlers: dict[str, grpc.RpcMethodHandler]) -> dict[str, grpc.RpcMethodHandler]:
+    """A service's method handlers, each instrument()ed."""
+    return {name: instrument(name, handler) for name, handler in handlers.items()}
 
 
-__all__ = ["instrument", "instrumented_service", "request_fields"]
+__all__ = ["instrument", "instrumented_handlers", "request_fields"]

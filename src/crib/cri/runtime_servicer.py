@@ -12,7 +12,6 @@ import grpc
 from crib import __version__, lazy
 from crib import config as config_mod
 from crib._proto.runtime.v1 import api_pb2 as api
-from crib._proto.runtime.v1 import api_pb2_grpc
 from crib.config import Config
 from crib.containers import ContainerService
 from crib.cri import container_convert, sandbox_convert, validate
@@ -38,7 +37,7 @@ RUNTIME_API_VERSION = "v1"
 
 
 @fill_unimplemented("RuntimeService")
-class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):  # type: ignore[misc]
+class RuntimeServicer:
     def __init__(self, *, cfg: Config, health: Health, sandboxes: SandboxService,
                  containers: ContainerService, network: NetworkAdmin | None = None,
                  streams: StreamServer | None = None) -> None:

@@ -11,13 +11,15 @@ from typing import Any, TypeVar
 import grpc
 
 from crib import errors
-from crib._proto.runtime.v1 import api_pb2, api_pb2_grpc
-from crib.cri.interceptors import instrumented_service
+from crib._proto.runtime.v1 import api_pb2
+from crib.cri.interceptors import instrumented_handlers
 
 # 16 MiB for ExecSync output each way plus headroom; kubelet's own client allows the same.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 T = TypeVar("T", bound=type)
+RUNTIME_SERVICE = "runtime.v1.RuntimeService"
+IMAGE_SERVICE = "runtime.v1.ImageService"
 
 
 def _unimplemented(service: str, name: str) -> Any:
@@ -48,24 +50,34 @@ def implemented_rpcs(servicer_cls: type) -> set[str]:
             if callable(value) and not getattr(value, "__crib_unimplemented__", False)}
 
 
-class _Registrar:
-    """Stands in for the server while the generated add_*Servicer_to_server registers a service, so that
-    every method handler is instrumented once, here, instead of by an interceptor on every call."""
+def _method_handlers(servicer: Any, service_name: str) -> dict[str, grpc.RpcMethodHandler]:
+    """servicer's method handlers for one CRI service, built from the service's descriptor.
 
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self._server = server
-        self.services: list[str] = []
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        """The generated code's own generic handler: replaced by the instrumented one below."""
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        self._server.add_generic_rpc_handlers((instrumented_service(service, handlers),))
-        self.services.append(service)
+    What the generated api_pb2_grpc.add_*Servicer_to_server would build, without importing that module:
+    its stubs, servicer bases and experimental helpers are ~2 MiB of code objects a serving daemon
+    never runs (the CLI's client still uses its stubs).
+    """
+    service = api_pb2.DESCRIPTOR.services_by_name[service_name]
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        request = getattr(api_pb2, method.input_type.name)
+        response = getattr(api_pb2, method.output_type.name)
+        if method.client_streaming:  # CRI has none; a new one must be wired here on purpose
+            raise RuntimeError(f"{service_name}.{method.name} is client-streaming; crib does not serve that")
+        make = grpc.unary_stream_rpc_method_handler if method.server_streaming \
+            else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=request.FromString,
+                                     response_serializer=response.SerializeToString)
+    return handlers
 
 
 def build_server(runtime_servicer: Any, image_servicer: Any) -> grpc.aio.Server:
-    """A grpc.aio server with both services registered; the caller binds and starts it."""
+    """A grpc.aio server with both services registered; the caller binds and starts it.
+
+    Every method handler is instrumented once, here, instead of by an interceptor on every call, and
+    registered with grpc's core by its full name (add_registered_method_handlers), so that a call finds
+    its handler without the per-call walk over generic handlers.
+    """
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -73,13 +85,17 @@ def build_server(runtime_servicer: Any, image_servicer: Any) -> grpc.aio.Server:
             ("grpc.so_reuseport", 0),
         ],
     )
-    registrar = _Registrar(server)
-    api_pb2_grpc.add_RuntimeServiceServicer_to_server(runtime_servicer, registrar)
-    api_pb2_grpc.add_ImageServiceServicer_to_server(image_servicer, registrar)
-    if registrar.services != ["runtime.v1.RuntimeService", "runtime.v1.ImageService"]:
-        raise RuntimeError(f"the generated gRPC code registered {registrar.services}; "
-                           "regenerate it (make proto)")
+    for servicer, name in ((runtime_servicer, RUNTIME_SERVICE), (image_servicer, IMAGE_SERVICE)):
+        add_service(server, name, _method_handlers(servicer, name.rpartition(".")[2]))
     return server
 
 
-__all__ = ["MAX_MESSAGE_BYTES", "build_server", "fill_unimplemented", "implemented_rpcs"]
+def add_service(server: grpc.aio.Server, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    """Register one service's handlers, each instrument()ed (logged, errors mapped to statuses)."""
+    wrapped = instrumented_handlers(handlers)
+    server.add_registered_method_handlers(service, wrapped)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
+
+
+__all__ = ["IMAGE_SERVICE", "MAX_MESSAGE_BYTES", "RUNTIME_SERVICE", "add_service", "build_server",
+           "fill_unimplemented", "implemented_rpcs"]

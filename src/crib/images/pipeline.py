@@ -21,10 +21,9 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import zstandard
-
-from crib import log
+from crib import lazy, log
 from crib.errors import CribError
 from crib.images.blobs import BlobWriter, ContentError, ContentStore, hasher, verify
 from crib.images.layers import LayerStore
@@ -34,6 +33,11 @@ from crib.images.sources import BlobSource
 from crib.images.store import ImageStore
 from crib.images.streams import HashingReader, Pipe, Reader, ReaderGone, TeeReader, decompressed
 from crib.images.unpack import BrokenLayer, UnpackStats, remove_tree, unpack_tar
+
+if TYPE_CHECKING:
+    import zstandard
+else:
+    zstandard = lazy.module("zstandard")  # loaded by the first zstd layer (daemon idle memory)
 
 _log = log.get(__name__)
 
