@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import secrets
 from pathlib import Path
 from typing import Any
 
 from crib import oci
+from crib.containers import lost
 from crib.containers.create import resources_record
 from crib.containers.deps import ContainerDeps
-from crib.errors import DeadlineExceeded, FailedPrecondition
+from crib.errors import DeadlineExceeded, ExternalCommandError, FailedPrecondition
 from crib.hooks import ContainerStep
 from crib.runtime import conmon
 from crib.runtime.runc import ExecResult, InteractiveExec
@@ -23,9 +25,52 @@ NO_TIMEOUT = 24 * 3600.0
 REOPEN_WAIT = 5.0
 
 
-def _spec(deps: ContainerDeps, rec: ContainerRecord) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((deps.layout.bundle(rec.id) / "config.json").read_text())
-    return data
+def read_spec(deps: ContainerDeps, rec: ContainerRecord, doing: str) -> dict[str, Any]:
+    """The container's config.json (its OCI runtime spec), which exec and update derive from.
+
+    Raises:
+        FailedPrecondition: it is missing or damaged (a crash or a full disk while it was written, a hand).
+            The container runs on; it can only be stopped and removed, so the message says so.
+    """
+    path = deps.layout.bundle(rec.id) / "config.json"
+    try:
+        data = json.loads(path.read_bytes())
+        if not isinstance(data, dict) or not isinstance(data.get("process"), dict):
+            raise ValueError("not an OCI runtime spec: it has no process object")
+        return data
+    except FileNotFoundError:
+        problem = "is missing"
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        problem = f"is damaged ({type(exc).__name__}: {exc})"
+    raise FailedPrecondition(
+        f"{doing}: the OCI runtime spec of container {rec.meta_name} ({rec.id[:12]}), {path}, {problem} (a "
+        "crash or a full disk can leave it so); the container cannot be exec'd into or updated. Remove the "
+        "container and create it again")
+
+
+def _process(deps: ContainerDeps, rec: ContainerRecord, cmd: list[str], *, tty: bool,
+             doing: str) -> dict[str, Any]:
+    """The process.json of an exec, from the container's spec (a malformed process object is damage too)."""
+    spec = read_spec(deps, rec, doing)
+    try:
+        return oci.exec_process(spec, cmd, tty=tty)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise FailedPrecondition(
+            f"{doing}: the OCI runtime spec of container {rec.meta_name} ({rec.id[:12]}) is damaged (its "
+            f"process object: {type(exc).__name__}: {exc}); remove the container and create it again"
+        ) from exc
+
+
+def _write_spec(deps: ContainerDeps, rec: ContainerRecord, spec: dict[str, Any]) -> None:
+    """Replace config.json whole (a crash or a full disk leaves the old one, never half of the new)."""
+    path = deps.layout.bundle(rec.id) / "config.json"
+    tmp = path.with_name(f".config.json.{secrets.token_hex(4)}")
+    try:
+        tmp.write_text(json.dumps(spec))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def require_running(rec: ContainerRecord, what: str) -> None:
@@ -43,13 +88,15 @@ async def exec_sync(deps: ContainerDeps, rec: ContainerRecord, cmd: list[str], t
         ExternalCommandError: runc could not start the command (no such binary, ...).
     """
     require_running(rec, "ExecSync")
-    process = oci.exec_process(_spec(deps, rec), cmd, tty=False)
+    process = _process(deps, rec, cmd, tty=False, doing="ExecSync")
     path = deps.layout.bundle(rec.id) / f"exec-{secrets.token_hex(8)}.json"
     path.write_text(json.dumps(process))
     try:
         result = await deps.runcs[rec.runtime_handler].exec(
             rec.id, path, timeout=timeout if timeout > 0 else NO_TIMEOUT,
             output_limit=deps.cfg.runtime.exec_output_max)
+    except ExternalCommandError as exc:
+        raise lost.refused(deps, rec, exc, "ExecSync in") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -69,15 +116,17 @@ async def exec_attached(deps: ContainerDeps, rec: ContainerRecord, cmd: list[str
         ExternalCommandError: runc could not be started.
     """
     require_running(rec, "Exec")
-    process = oci.exec_process(_spec(deps, rec), cmd, tty=tty)
+    process = _process(deps, rec, cmd, tty=tty, doing="Exec")
     path = deps.layout.bundle(rec.id) / f"exec-{secrets.token_hex(8)}.json"
     path.write_text(json.dumps(process))
     try:
         return await deps.runcs[rec.runtime_handler].exec_attached(rec.id, path, tty=tty, stdin=stdin,
                                                                    stdout=stdout, stderr=stderr)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+        if isinstance(exc, ExternalCommandError):
+            raise lost.refused(deps, rec, exc, "Exec in") from exc
         raise
 
 
@@ -109,15 +158,19 @@ async def apply_linux_resources(deps: ContainerDeps, rec: ContainerRecord, linux
     if rec.exited:
         raise FailedPrecondition(f"container {rec.meta_name} ({rec.id[:12]}) has exited; its resources "
                                  "cannot change")
-    await deps.runcs[rec.runtime_handler].update(rec.id, linux)
-    spec = _spec(deps, rec)
-    current = spec.setdefault("linux", {}).setdefault("resources", {})
+    spec = read_spec(deps, rec, "UpdateContainerResources")  # before runc: a damaged spec changes nothing
+    try:
+        await deps.runcs[rec.runtime_handler].update(rec.id, linux)
+    except ExternalCommandError as exc:
+        raise lost.refused(deps, rec, exc, "UpdateContainerResources of") from exc
+    linux_spec = spec.setdefault("linux", {})
+    current = linux_spec.setdefault("resources", {}) if isinstance(linux_spec, dict) else {}
     for key, value in linux.items():
         if isinstance(value, dict) and isinstance(current.get(key), dict):
             current[key].update(value)
         else:
             current[key] = value
-    (deps.layout.bundle(rec.id) / "config.json").write_text(json.dumps(spec))
+    _write_spec(deps, rec, spec)
 
 
 async def reopen_log(deps: ContainerDeps, rec: ContainerRecord) -> None:

@@ -13,6 +13,11 @@ asks runc:
 
 A process that outlived its monitor has no one collecting its output (writes to a closed pipe kill it
 with SIGPIPE, which is how most such containers end) and no one to learn its exit status.
+
+runc's own state of a container can be lost too (its state.json missing or cut by a crash or a full
+disk): then runc refuses every command on the container. refused() turns that into an answer that says
+so and what to do; stopping goes through the container's cgroup instead (stop.send), and removal drops
+runc's unusable state (Runc.delete).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 
 from crib import log
 from crib.containers.deps import ContainerDeps
-from crib.errors import CribError, NotFound
+from crib.errors import CribError, ExternalCommandError, FailedPrecondition, NotFound
 from crib.runtime import conmon, exits
 from crib.runtime.exits import Exit
 from crib.state.records import ContainerRecord, Phase
@@ -71,6 +76,19 @@ async def started_unrecorded(deps: ContainerDeps, rec: ContainerRecord) -> bool:
     log.event(_log, 30, "container was started but its record was not written; recording it now",
               container=rec.id)
     return True
+
+
+def refused(deps: ContainerDeps, rec: ContainerRecord, exc: ExternalCommandError, doing: str) -> CribError:
+    """The error to answer when the runtime failed `doing` on a container: its own, unless the runtime
+    cannot load its state of the container, which no retry mends (then FailedPrecondition saying what to do).
+    """
+    damage = deps.runcs[rec.runtime_handler].damaged_state(rec.id)
+    if not damage:
+        return exc
+    return FailedPrecondition(
+        f"{doing} container {rec.meta_name} ({rec.id[:12]}): {damage}, so the runtime cannot act on the "
+        "container (a crash or a full disk can leave it so); remove the container (its processes are stopped "
+        "through its cgroup) and create it again")
 
 
 class Monitors:
@@ -141,5 +159,5 @@ class Monitors:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-__all__ = ["STOPPED", "UNKNOWN_EXIT_CODE", "UNKNOWN_REASON", "Monitors", "runtime_status",
+__all__ = ["STOPPED", "UNKNOWN_EXIT_CODE", "UNKNOWN_REASON", "Monitors", "refused", "runtime_status",
            "started_unrecorded", "unknown_exit"]

@@ -129,9 +129,9 @@ class ContainerService:
                     # stdio).
                     if not await conmon.shim_start(self.deps.layout.bundle(cid), timeout=RUNC_TIMEOUT):
                         await runc.start(cid)
-                except ExternalCommandError:
+                except ExternalCommandError as exc:
                     if not await lost.started_unrecorded(self.deps, rec):
-                        raise
+                        raise lost.refused(self.deps, rec, exc, "StartContainer") from exc
                 rec = self.deps.store.put_container(dataclasses.replace(self.get(cid), started_at=at))
                 self._publish(EventKind.STARTED, rec)
                 await self.deps.hooks.container(ContainerStep.POST_START, rec)

@@ -11,15 +11,17 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crib import proc
+from crib import log, proc
 from crib.errors import ExternalCommandError, NotFound
 from crib.system import tty as tty_mod
 
+_log = log.get(__name__)
 RUNC_TIMEOUT = 30.0
 EXEC_GRACE = 5.0  # after an exec's deadline: how long runc may take to reap the killed command
 _MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
@@ -93,7 +95,12 @@ class Runc:
                                    returncode=result.returncode, stderr=text)
 
     async def delete(self, cid: str, *, force: bool = True) -> None:
-        """runc delete; a container runc does not know counts as deleted."""
+        """runc delete; a container runc does not know counts as deleted.
+
+        A container whose state runc cannot load (damaged_state) cannot be deleted by runc at all, and would
+        block its removal, and its pod's, forever: its directory under our --root, all runc keeps of it, is
+        removed instead. The caller empties the container's cgroup, which runc would have done.
+        """
         result = await self._run("delete", *(["--force"] if force else []), cid, check=False)
         if self.sandboxed:
             self._forget_locks(cid)
@@ -101,6 +108,11 @@ class Runc:
             return
         text = runtime_message(result.stderr.decode(errors="replace"))
         if "does not exist" in text or "not found" in text:
+            return
+        if damage := self.damaged_state(cid):
+            await asyncio.to_thread(shutil.rmtree, Path(self.root) / cid, True)
+            log.event(_log, 30, "runtime cannot delete a container whose state is damaged; its state "
+                      "directory was removed instead", container=cid, damage=damage, error=text)
             return
         raise ExternalCommandError(f"runc delete {cid} failed: {text}", argv=list(result.argv),
                                    returncode=result.returncode, stderr=text)
@@ -116,13 +128,48 @@ class Runc:
                     lock.unlink()
 
     async def state(self, cid: str) -> dict[str, Any]:
-        """runc state as a dict; NotFound when runc does not know the container."""
+        """runc state as a dict.
+
+        Raises:
+            NotFound: runc does not know the container.
+            ExternalCommandError: runc failed otherwise (its state of the container is damaged, ...): what
+                it would say is unknown, which is not the same as "gone".
+        """
         result = await self._run("state", cid, check=False)
         if result.returncode != 0:
-            raise NotFound(f"runtime {self.handler} has no container {cid}: "
-                           f"{runtime_message(result.stderr.decode(errors='replace'))}")
-        data: dict[str, Any] = json.loads(result.stdout)
+            text = runtime_message(result.stderr.decode(errors="replace"))
+            if "does not exist" in text or "not found" in text:
+                raise NotFound(f"runtime {self.handler} has no container {cid}: {text}")
+            raise ExternalCommandError(f"{self.name} state {cid} failed: {self.damaged_state(cid) or text}",
+                                       argv=list(result.argv), returncode=result.returncode, stderr=text)
+        try:
+            data: dict[str, Any] = json.loads(result.stdout)
+        except ValueError as exc:
+            raise ExternalCommandError(f"{self.name} state {cid} printed no JSON: {exc}",
+                                       argv=list(result.argv), returncode=0) from exc
         return data
+
+    def damaged_state(self, cid: str) -> str:
+        """Why runc cannot load its state of a container it keeps a directory for; "" when it can, or when it
+        keeps nothing of it (a container runc does not know is not damage).
+
+        runc writes state.json by rename, so only a crash of the machine, a full disk at the wrong moment or a
+        hand can leave it missing, empty or cut. Then every runc command on the container fails ("unexpected
+        EOF", "container does not exist") while its processes live on. Not known for sandboxed runtimes,
+        whose state is laid out differently.
+        """
+        if self.sandboxed:
+            return ""
+        path = Path(self.root) / cid / "state.json"
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return f"{self.name}'s state file {path} is missing" if path.parent.is_dir() else ""
+        except (OSError, ValueError) as exc:
+            return f"{self.name}'s state file {path} is damaged ({type(exc).__name__}: {exc})"
+        if not isinstance(data, dict) or not data.get("id"):
+            return f"{self.name}'s state file {path} is damaged (not a container's state)"
+        return ""
 
     async def update(self, cid: str, resources: dict[str, Any]) -> None:
         await self._run("update", "--resources", "-", cid, input=json.dumps(resources).encode())

@@ -12,11 +12,15 @@ namespace (kubelet's default) have no process at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
+import signal
 from typing import Any
 
 from crib import oci
+from crib.errors import ExternalCommandError
 from crib.runtime import conmon, exits
 from crib.sandbox.deps import SandboxDeps
 from crib.sandbox.info import sandbox_info
@@ -46,7 +50,18 @@ async def start(deps: SandboxDeps, rec: SandboxRecord, config: Any) -> int:
 async def stop(deps: SandboxDeps, rec: SandboxRecord) -> None:
     """SIGKILL the holder (it only holds) and wait briefly for conmon to record its exit."""
     runc = deps.runc(rec.runtime_handler)
-    await runc.kill(rec.id, "SIGKILL", all_processes=True)
+    try:
+        await runc.kill(rec.id, "SIGKILL", all_processes=True)
+    except ExternalCommandError:
+        # runc cannot load its state of the holder (Runc.damaged_state: a crash, a full disk): the holder
+        # is killed as itself, found in the pod's cgroup (membership, so a reused pid is never hit), and
+        # removal drops runc's unusable state.
+        cgroup = _cgroup(rec)
+        if not runc.damaged_state(rec.id) or not cgroup:
+            raise
+        for pid in await asyncio.to_thread(deps.cgroups.procs, cgroup):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     for _ in range(int(STOP_WAIT / 0.02)):
         if exits.read_exit(deps.layout.exits, rec.id) is not None or not conmon.monitor_alive(
                 deps.layout.bundle(rec.id)):
@@ -63,9 +78,19 @@ async def remove(deps: SandboxDeps, sid: str) -> None:
     handler = rec.runtime_handler if rec is not None else deps.cfg.runtime.default_handler
     conmon.kill_monitor(bundle)
     await deps.runc(handler).delete(sid, force=True)
+    if rec is not None and (cgroup := _cgroup(rec)):  # runc's job, unless its state was damaged (stop())
+        await asyncio.to_thread(deps.cgroups.kill_and_remove, cgroup)
     exits.forget(deps.layout.exits, sid)
     (deps.layout.attach / sid).unlink(missing_ok=True)
     await asyncio.to_thread(shutil.rmtree, bundle, True)
+
+
+def _cgroup(rec: SandboxRecord) -> str:
+    """The holder's own cgroup (runc's cgroupsPath for it), "" when the pod has no cgroup parent."""
+    try:
+        return oci.cgroups_path(rec.cgroup_parent, rec.id) if rec.cgroup_parent else ""
+    except ValueError:
+        return ""
 
 
 __all__ = ["remove", "start", "stop"]

@@ -144,14 +144,18 @@ class Cgroups:
         For the leftovers nothing else knows about: a `runc init` orphaned by a runc killed in the middle of
         `runc create` has no runc state (so `runc delete` does not find it) and no conmon, only its cgroup.
         """
+        for pid in self.procs(cgroup):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return self.remove(cgroup, timeout=timeout)
+
+    def procs(self, cgroup: str) -> set[int]:
+        """The pids in a cgroup (in any hierarchy; a missing cgroup has none)."""
         pids: set[int] = set()
         for base in self.dirs_roots:
             with contextlib.suppress(OSError, ValueError):
                 pids.update(int(p) for p in (base / cgroup.strip("/") / "cgroup.procs").read_text().split())
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return self.remove(cgroup, timeout=timeout)
+        return pids
 
     def remove_created(self, created: list[str]) -> list[str]:
         """Undo ensure(): remove what it created, innermost first (never while another ensure() runs)."""
