@@ -1,5 +1,8 @@
-"""A container's calls when what lies under it breaks: a damaged bundle or runtime state.
+"""A container's calls when what lies under it breaks: a caller that gives up half-way, a damaged bundle.
 
+- StartContainer whose caller's deadline ends after `runc start` did its work: once, the call was cancelled
+  with it and the start went unrecorded (the container ran, crib said CREATED, kubelet's retry was refused
+  by runc). The start now finishes and is recorded whatever happens to the caller.
 - A container's config.json or runc's state file corrupt or missing (a crash, a full disk, a hand): once,
   ExecSync and UpdateContainerResources answered INTERNAL with a traceback in the log. Now each call
   answers a clear status naming the container and what to do, and the container can still be stopped and
@@ -16,8 +19,53 @@ import grpc
 import pytest
 
 from crib._proto.runtime.v1 import api_pb2 as api
-from tests.fixtures.cri import Pod, code_of, container_config, pod_config
+from tests.fixtures import images as img
+from tests.fixtures.cri import Pod, code_of, container_config, pod_config, pull, wait_for
 from tests.fixtures.daemon import CribDaemon, pid_alive
+
+# A runtime whose `start` does the real thing, then takes its time to return: the caller's deadline ends
+# after the container was started and before crib hears so.
+_SLOW_START_RUNC = """#!/bin/bash
+/usr/sbin/runc "$@"; rc=$?
+for arg in "$@"; do if [ "$arg" = start ]; then sleep 3; fi; done
+exit $rc
+"""
+
+
+def test_a_start_whose_caller_gave_up_is_recorded(crib_factory: Callable[..., CribDaemon],
+                                                  images: img.Catalogue, session_tag: str,
+                                                  tmp_path: Path) -> None:
+    script = tmp_path / "slow-start-runc"
+    script.write_text(_SLOW_START_RUNC)
+    script.chmod(0o755)
+    crib = crib_factory({"runtime": {"handlers": {"slow": {"path": str(script),
+                                                           "root": str(tmp_path / "runc-root")}}}})
+    busybox = images.reference(img.BUSYBOX)
+    pull(crib, busybox)
+    pod = Pod(crib, pod_config(session_tag), handler="slow")
+    try:
+        cid = pod.create(container_config(busybox, command=["sleep", "1000"]))
+        with pytest.raises(grpc.RpcError) as caught:
+            crib.runtime.StartContainer(api.StartContainerRequest(container_id=cid), timeout=1.0)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        status = wait_for(lambda: (s := pod.status(cid)).state == api.CONTAINER_RUNNING and s, timeout=15,
+                          what="the abandoned start to be recorded")
+        assert status.started_at > 0
+        pid = int((crib.runroot / "containers" / cid / "pidfile").read_text())
+        assert pid_alive(pid)
+        # kubelet's retry of the start is told the truth, not runc's "cannot start an already running
+        # container"
+        code, message = code_of(lambda: crib.runtime.StartContainer(
+            api.StartContainerRequest(container_id=cid), timeout=30))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "is running" in message
+        started = time.monotonic()
+        crib.runtime.StopContainer(api.StopContainerRequest(container_id=cid, timeout=0), timeout=30)
+        assert time.monotonic() - started < 8
+        assert pod.status(cid).state == api.CONTAINER_EXITED
+        assert not pid_alive(pid)
+    finally:
+        pod.remove()
 
 
 def _bundle_file(crib: CribDaemon, cid: str) -> Path:

@@ -112,7 +112,21 @@ class ContainerService:
     # ------------------------------------------------------------------------------- start/stop/remove
 
     async def start(self, container_id: str) -> None:
+        """StartContainer, run in a task shielded from the RPC (as creation is).
+
+        Once `runc start` may have run, the container may be running, and only this call records that: a
+        caller whose deadline ends half-way (kubelet's is 2 minutes; a slow runc, NRI plugin or disk can
+        take that long) must not cancel the record-keeping with it, or crib would say CREATED for a
+        running container and kubelet's retry would be refused by runc. The retry instead waits for the
+        start in flight (the container's lock) and is told the truth.
+        """
         cid = self._resolve(container_id)
+        task = asyncio.ensure_future(self._start(cid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        await asyncio.shield(task)
+
+    async def _start(self, cid: str) -> None:
         async with self.deps.locks.hold(cid):
             rec = self.get(cid)
             if rec.phase is not Phase.CREATED or rec.started_at or rec.exited:
