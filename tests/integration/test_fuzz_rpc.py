@@ -166,3 +166,27 @@ def test_every_rpc_answers_corrupt_frames(fuzzed: Any) -> None:
 
 def method_class(method: Any) -> Any:
     return getattr(api, method.input_type.name)
+
+
+# What the fuzzers found, kept as fixed examples (method, request, the code it must answer).
+FOUND = [
+    # A registry token that cannot be an HTTP header value: INTERNAL (UnicodeEncodeError in the HTTP
+    # client) for a non-ASCII character, UNKNOWN (the registry's 400) for a control character.
+    ("PullImage", lambda image: api.PullImageRequest(image=api.ImageSpec(image=image),
+                                                     auth=api.AuthConfig(registry_token="tok\x80en")),
+     grpc.StatusCode.INVALID_ARGUMENT),
+    ("PullImage", lambda image: api.PullImageRequest(image=api.ImageSpec(image=image),
+                                                     auth=api.AuthConfig(registry_token="tok\x7fen")),
+     grpc.StatusCode.INVALID_ARGUMENT),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "expected"), FOUND, ids=lambda v: v if isinstance(v, str) else "")
+def test_what_the_fuzzers_found_stays_fixed(crib: CribDaemon, busybox: str, name: str,
+                                            build: Callable[[str], Any], expected: grpc.StatusCode) -> None:
+    stub = crib.images if hasattr(crib.images, name) else crib.runtime
+    with pytest.raises(grpc.RpcError) as caught:
+        getattr(stub, name)(build(busybox), timeout=30)
+    assert caught.value.code() == expected, caught.value.details()
+    assert "registry token" in (caught.value.details() or "")
+    assert "Traceback" not in crib.log_path.read_text(errors="replace")

@@ -88,3 +88,12 @@ def test_token_from_response() -> None:
         auth.token_from_response({"nothing": 1})
     with pytest.raises(ValueError, match="not a JSON object"):
         auth.token_from_response([1])
+
+
+@pytest.mark.parametrize("token", ["tok\x80en", "tok en", "tok\nen", "t\x00", "caf\u00e9"])
+def test_a_registry_token_that_cannot_be_a_header_is_refused(token: str) -> None:
+    """Once INTERNAL (UnicodeEncodeError in the HTTP client), found by the RPC fuzzer."""
+    with pytest.raises(InvalidArgument, match="registry token must be printable ASCII"):
+        auth.from_fields(registry_token=token, source="the pull request's auth")
+    good = "eyJ.a-b_c~d+e/f="
+    assert auth.from_fields(registry_token=good) == Credentials(registry_token=good)

@@ -23,6 +23,7 @@ from typing import Any
 
 from crib.errors import ConfigError, InvalidArgument
 
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 _DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
 
 
@@ -75,6 +76,11 @@ def from_fields(*, username: str = "", password: str = "", auth: str = "", ident
     """Credentials from the fields of a CRI AuthConfig (or a config.json entry); None when all are empty."""
     if auth and not username:
         username, password = decode_auth(auth, source=source)
+    if registry_token and not _TOKEN.fullmatch(registry_token):
+        # Sent as is in an Authorization header: once, a non-ASCII byte made the pull fail INTERNAL
+        # (UnicodeEncodeError) and a control character made the registry answer 400.
+        raise InvalidArgument(f"{source}: the registry token must be printable ASCII with no spaces (it is "
+                              "sent as a bearer token in an HTTP header)")
     creds = Credentials(username=username, password=password, identity_token=identity_token,
                         registry_token=registry_token)
     return None if creds.empty else creds
