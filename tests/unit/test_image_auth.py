@@ -97,3 +97,10 @@ def test_a_registry_token_that_cannot_be_a_header_is_refused(token: str) -> None
         auth.from_fields(registry_token=token, source="the pull request's auth")
     good = "eyJ.a-b_c~d+e/f="
     assert auth.from_fields(registry_token=good) == Credentials(registry_token=good)
+
+
+@pytest.mark.parametrize("value", ["\x81bWU6cw==", "bWU6cw==\u00e9", "%%%", b64("no-colon")])
+def test_an_auth_field_that_is_not_base64_of_a_pair_is_refused(value: str) -> None:
+    """A non-ASCII character was once a ValueError out of base64 (INTERNAL), found by the RPC fuzzer."""
+    with pytest.raises(InvalidArgument, match="the auth field"):
+        auth.from_fields(auth=value)

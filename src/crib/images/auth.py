@@ -14,7 +14,6 @@ user, not the password.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from dataclasses import dataclass, field
@@ -63,7 +62,7 @@ def decode_auth(auth: str, *, source: str) -> tuple[str, str]:
     """
     try:
         text = base64.b64decode(auth.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # binascii.Error, UnicodeDecodeError, and a str with non-ASCII characters
         raise InvalidArgument(f"{source}: the auth field is not base64 of \"user:password\"") from exc
     user, sep, password = text.partition(":")
     if not sep:
