@@ -349,3 +349,42 @@ print(sorted(m for m in sys.modules if m.startswith(("crib.nri", "crib._proto.nr
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "['crib.nri', 'crib.nri.launch', 'crib.nri.runtime']"
+
+
+async def test_a_large_synchronize_is_split_and_a_plugin_that_cannot_take_it_is_closed(
+    nri: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crib.nri import plugins as nri_plugins
+
+    runtime, _node, connect = nri
+    monkeypatch.setattr(nri_plugins, "SYNC_BUDGET", 120)  # a few objects per message
+    pods = [f"p{i}" for i in range(6)]
+    for pid in pods:
+        await runtime.pod(PodStep.RUN, pod_rec(pid))
+    ctrs = [f"c{i}" for i in range(6)]
+    for cid in ctrs:
+        await runtime.adjust(ctr_rec(cid, pods[0]), {"process": {}, "linux": {}})
+    chunks: list[tuple[int, int, bool]] = []
+    splitting = connect("splitting", "10")
+    original = splitting._synchronize
+
+    async def counted(req: api.SynchronizeRequest) -> api.SynchronizeResponse:
+        chunks.append((len(req.pods), len(req.containers), req.more))
+        return await original(req)
+
+    splitting._synchronize = counted  # type: ignore[method-assign]
+    await started(splitting)
+    assert len(chunks) > 2
+    assert [more for _p, _c, more in chunks] == [True] * (len(chunks) - 1) + [False]
+    assert (splitting.synced_pods, splitting.synced_containers) == (pods, ctrs)  # each once, in order
+    assert splitting.sync_count == 1
+
+    naive = connect("naive", "20")
+
+    async def whole(req: api.SynchronizeRequest) -> api.SynchronizeResponse:
+        return api.SynchronizeResponse()  # answers the first part as if it were all
+
+    naive._synchronize = whole  # type: ignore[method-assign]
+    await asyncio.to_thread(naive.start, 5.0, wait_ready=False)
+    await wait(lambda: not naive.connected, "the naive plugin's disconnection")
+    assert [p.full_name for p in runtime._plugins.attached] == ["10-splitting"]
