@@ -169,6 +169,25 @@ def test_pod_and_container_lifecycle(crib: CribDaemon, images: img.Catalogue, tm
     assert cli.json("statsp")["stats"][0]["attributes"]["id"] == pod
     assert cli.yaml("statsp", pod)["stats"][0]["attributes"]["metadata"]["name"] == "web-pod"
 
+    descriptors = {d["name"]: d["labelKeys"] for d in cli.json("metricdescs")["descriptors"]}
+    assert descriptors["container_memory_working_set_bytes"][:3] == ["id", "name", "image"]
+    assert {d["name"] for d in cli.yaml("metricdescs")["descriptors"]} == set(descriptors)
+    pod_metrics = next(p for p in cli.json("metricsp")["podMetrics"] if p["podSandboxId"] == pod)
+    web_metrics = next(c for c in pod_metrics["containerMetrics"] if c["containerId"] == web)["metrics"]
+    for metric in web_metrics:  # every reading is described, with one value per label key
+        assert len(metric["labelValues"]) == len(descriptors[metric["name"]]), metric
+    memory = next(m for m in web_metrics if m["name"] == "container_memory_working_set_bytes")
+    assert int(memory["value"]["value"]) > 0
+    assert memory["labelValues"][1] == "web"
+    as_yaml = next(p for p in cli.yaml("metricsp")["podMetrics"] if p["podSandboxId"] == pod)
+    assert {c["containerId"] for c in as_yaml["containerMetrics"]} == {web}
+    table = cli.ok("metricsp", "-o", "table").splitlines()
+    assert table[0].split() == ["POD", "CONTAINER", "METRIC", "TYPE", "LABELS", "VALUE"]
+    counted = sum(len(p["metrics"]) + sum(len(c["metrics"]) for c in p["containerMetrics"])
+                  for p in cli.json("metricsp")["podMetrics"])
+    assert len(table) - 1 == counted  # one line per metric
+    assert len(cli.ok("metricdescs", "-o", "table").splitlines()) == len(descriptors) + 1
+
     assert "is running, stop it first" in cli.fails("rm", web)
     job_log = Path(done["logPath"])
     assert job_log.exists()
