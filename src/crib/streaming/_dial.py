@@ -80,9 +80,11 @@ def header(headers: list[tuple[bytes, bytes]], name: str) -> str:
 
 
 async def upgrade(url: str, *, websocket: bool, protocols: list[str], ssl_context: Any = None,
-                  timeout: float = 30.0) -> tuple[asyncio.Transport, str, bytes]:
+                  timeout: float = 30.0,
+                  server_name: str | None = None) -> tuple[asyncio.Transport, str, bytes]:
     """Connect to url and upgrade; returns the transport (reading paused), the protocol the server chose
-    ("" if none) and the bytes that came after its answer.
+    ("" if none) and the bytes that came after its answer. server_name: the name TLS sends (SNI) and checks
+    the server's certificate against, instead of the URL's host (crictl's --tls-sni).
 
     Raises:
         UpgradeError: the server answered with anything but 101.
@@ -115,7 +117,7 @@ async def upgrade(url: str, *, websocket: bool, protocols: list[str], ssl_contex
     async with asyncio.timeout(timeout):
         transport, upgrader = await loop.create_connection(
             lambda: _Upgrader(request), host, port, ssl=context if secure else None,
-            server_hostname=host if secure else None)
+            server_hostname=(server_name or host) if secure else None)
         try:
             answer, leftover = await upgrader.done
         except BaseException:

@@ -43,7 +43,9 @@ Port forward::
   (SPDY/3.1+portforward.k8s.io), as kubectl and crictl do.
 
 Errors: UpgradeError (the server refused the URL: 404 for an unknown, used or expired one), RemoteError
-(the session failed), OSError/TimeoutError (no connection). TLS: pass an ssl.SSLContext for https URLs.
+(the session failed), OSError/TimeoutError (no connection). TLS: pass an ssl.SSLContext for https URLs
+(tls_context() makes crictl's: its --tls-ca/--tls-cert/--tls-key), and server_name to check the server's
+certificate against another name than the URL's host (crictl's --tls-sni).
 """
 
 from __future__ import annotations
@@ -75,6 +77,99 @@ STDIN, STDOUT, STDERR, ERROR, RESIZE = range(5)
 
 class RemoteError(Exception):
     """The session failed on the server's side; the message is the server's."""
+
+
+class Detached(Exception):
+    """run() ended because the user typed the detach keys."""
+
+
+class DetachScanner:
+    """Finds the detach key sequence (crictl's and docker's ctrl-p ctrl-q) in what the user types.
+
+    feed() returns what to send on and whether the sequence was completed. Keys that may begin the
+    sequence are held back until the next key decides; a near miss sends them on unchanged, so typing
+    ctrl-p alone still reaches the container (on the next key). What follows the sequence is dropped.
+    """
+
+    def __init__(self, keys: bytes) -> None:
+        if not keys:
+            raise ValueError("an empty detach sequence")
+        self.keys = keys
+        self._matched = 0
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        out = bytearray()
+        pending = list(data)
+        pending.reverse()  # a stack: pop() takes the next byte, a near miss pushes held bytes back
+        while pending:
+            byte = pending.pop()
+            if byte == self.keys[self._matched]:
+                self._matched += 1
+                if self._matched == len(self.keys):
+                    self._matched = 0
+                    return bytes(out), True
+                continue
+            if self._matched:  # a near miss: the first held key goes out, the rest are looked at again
+                held = self.keys[1:self._matched]
+                out.append(self.keys[0])
+                self._matched = 0
+                pending.append(byte)
+                pending.extend(reversed(held))
+                continue
+            out.append(byte)
+        return bytes(out), False
+
+
+def tls_context(*, ca: str = "", cert: str = "", key: str = "") -> Any:
+    """The ssl.SSLContext crictl streams with, from its --tls-ca, --tls-cert and --tls-key.
+
+    Nothing given: no verification at all, as crictl (client-go's Insecure); the URL came from the runtime
+    over its local socket and its token is single-use. ca: verify the server's certificate with it, else
+    with the system's CAs. cert and key (together): the client certificate a server with a CA asks for.
+
+    Raises:
+        ValueError: cert without key or the reverse.
+        OSError, ssl.SSLError: a file that cannot be read or used.
+    """
+    import ssl
+
+    if bool(cert) != bool(key):
+        raise ValueError("--tls-cert and --tls-key go together (a client certificate and its key)")
+    if not (ca or cert):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    context = ssl.create_default_context(cafile=ca or None)
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+def parse_detach_keys(spec: str) -> bytes:
+    """docker's and crictl's notation: comma-separated keys, each one character or ctrl-<key>
+    ("ctrl-p,ctrl-q", "ctrl-@", "ctrl-[,q"); "" means no detaching.
+
+    Raises:
+        ValueError: a key that is neither.
+    """
+    out = bytearray()
+    for key in filter(None, (k.strip() for k in spec.split(","))):
+        if len(key) == 1:
+            out.append(ord(key))
+        elif key.lower().startswith("ctrl-") and len(key) == 6:
+            code = ord(key[5].lower() if key[5].isalpha() else key[5])
+            if code == ord("@"):
+                out.append(0)
+            elif ord("a") <= code <= ord("z"):
+                out.append(code - ord("a") + 1)
+            elif ord("[") <= code <= ord("_"):
+                out.append(code - ord("[") + 27)
+            else:
+                raise ValueError(f"unknown key {key!r}: use a-z, @, [, \\, ], ^ or _ after ctrl-")
+        else:
+            raise ValueError(f"unknown key {key!r}: use one character or ctrl-<key>, comma-separated")
+    return bytes(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +231,8 @@ class RemoteCommand:
     @classmethod
     async def connect(cls, url: str, *, stdin: bool = False, stdout: bool = True, stderr: bool = True,
                       tty: bool = False, transport: str = "spdy", ssl_context: Any = None,
-                      timeout: float = 30.0, protocols: Sequence[str] | None = None) -> RemoteCommand:
+                      timeout: float = 30.0, protocols: Sequence[str] | None = None,
+                      server_name: str | None = None) -> RemoteCommand:
         """Open the session of an Exec or Attach URL (flags as in the request that minted it).
 
         Raises:
@@ -145,11 +241,13 @@ class RemoteCommand:
         if transport == "websocket":
             return await cls._websocket_session(url, stdin=stdin, stdout=stdout, stderr=stderr, tty=tty,
                                                 ssl_context=ssl_context, timeout=timeout,
-                                                protocols=list(protocols or WS_REMOTE_PROTOCOLS))
+                                                protocols=list(protocols or WS_REMOTE_PROTOCOLS),
+                                                server_name=server_name)
         if transport != "spdy":
             raise ValueError(f"transport {transport!r} is not spdy or websocket")
         raw, chosen, leftover = await upgrade(url, websocket=False, ssl_context=ssl_context, timeout=timeout,
-                                              protocols=list(protocols or remotecommand.SPDY_PROTOCOLS))
+                                              protocols=list(protocols or remotecommand.SPDY_PROTOCOLS),
+                                              server_name=server_name)
         conn = SpdyConnection(server=False, recv_window=CLIENT_WINDOW)
         switch(raw, conn, leftover)
         self = cls(chosen, closer=conn.close)
@@ -174,9 +272,11 @@ class RemoteCommand:
 
     @classmethod
     async def _websocket_session(cls, url: str, *, stdin: bool, stdout: bool, stderr: bool, tty: bool,
-                                 ssl_context: Any, timeout: float, protocols: list[str]) -> RemoteCommand:
+                                 ssl_context: Any, timeout: float, protocols: list[str],
+                                 server_name: str | None) -> RemoteCommand:
         raw, chosen, leftover = await upgrade(url, websocket=True, protocols=protocols,
-                                              ssl_context=ssl_context, timeout=timeout)
+                                              ssl_context=ssl_context, timeout=timeout,
+                                              server_name=server_name)
         conn = WebSocketConnection(client=True)
         switch(raw, conn, leftover)
         self = cls(chosen, closer=conn.close_nowait)
@@ -280,19 +380,25 @@ async def terminal_sizes(fd: int) -> AsyncIterator[tuple[int, int]]:
 
 async def run(url: str, *, stdin: int | None = None, stdout: int | None = 1, stderr: int | None = 2,
               tty: bool = False, resize: AsyncIterator[tuple[int, int]] | None = None,
-              transport: str = "spdy", ssl_context: Any = None, timeout: float = 30.0) -> int:
+              transport: str = "spdy", ssl_context: Any = None, timeout: float = 30.0,
+              server_name: str | None = None, detach_keys: bytes = b"") -> int:
     """Run a whole exec or attach session on local file descriptors; returns the command's exit code.
 
     stdin is read until its end (then the remote stdin is closed); None means no stdin. With tty=True the
-    caller puts the local terminal in raw mode and gives terminal_sizes(fd) as resize.
+    caller puts the local terminal in raw mode and gives terminal_sizes(fd) as resize. detach_keys (see
+    DetachScanner) typed on stdin end the session from this side: the connection is closed and Detached
+    raised (an attached container keeps running; an exec'd command ends with its session).
 
     Raises:
         UpgradeError, RemoteError: see the module note.
+        Detached: the detach keys were typed.
     """
     session = await RemoteCommand.connect(url, stdin=stdin is not None, stdout=stdout is not None,
                                           stderr=stderr is not None and not tty, tty=tty, transport=transport,
-                                          ssl_context=ssl_context, timeout=timeout)
-    tasks: list[asyncio.Task[None]] = []
+                                          ssl_context=ssl_context, timeout=timeout, server_name=server_name)
+    tasks: list[asyncio.Future[Any]] = []
+    scanner = DetachScanner(detach_keys) if detach_keys else None
+    detached = asyncio.Event()
 
     async def pump_out(read: Callable[[], Any], fd: int) -> None:
         _fdio.set_nonblocking(fd)
@@ -303,7 +409,14 @@ async def run(url: str, *, stdin: int | None = None, stdout: int | None = 1, std
         _fdio.set_nonblocking(fd)
         with contextlib.suppress(ConnectionError):
             while chunk := await _fdio.read(fd, 65536):
-                await session.write(chunk)
+                hit = False
+                if scanner is not None:
+                    chunk, hit = scanner.feed(chunk)
+                if chunk:
+                    await session.write(chunk)
+                if hit:
+                    detached.set()
+                    return
             await session.close_stdin()
 
     async def pump_resize(sizes: AsyncIterator[tuple[int, int]]) -> None:
@@ -321,7 +434,15 @@ async def run(url: str, *, stdin: int | None = None, stdout: int | None = 1, std
             tasks.append(asyncio.ensure_future(pump_in(stdin)))
         if resize is not None:
             tasks.append(asyncio.ensure_future(pump_resize(resize)))
-        await asyncio.gather(*outs)
+        output: asyncio.Future[Any] = asyncio.gather(*outs)
+        detach: asyncio.Future[Any] = asyncio.ensure_future(detached.wait())
+        tasks.append(detach)
+        await asyncio.wait([output, detach], return_when=asyncio.FIRST_COMPLETED)
+        if detached.is_set():
+            output.cancel()
+            await asyncio.gather(output, return_exceptions=True)
+            raise Detached()
+        await output
         return (await session.wait()).code
     finally:
         for task in tasks:
@@ -388,7 +509,7 @@ class PortForward:
 
     @classmethod
     async def connect(cls, url: str, *, transport: str = "spdy", ssl_context: Any = None,
-                      timeout: float = 30.0) -> PortForward:
+                      timeout: float = 30.0, server_name: str | None = None) -> PortForward:
         """Open the session of a PortForward URL.
 
         Raises:
@@ -399,7 +520,8 @@ class PortForward:
             raise ValueError(f"transport {transport!r} is not spdy or websocket")
         protocols = [ws.SPDY_TUNNEL_PREFIX + PORT_FORWARD] if websocket else [PORT_FORWARD]
         raw, chosen, leftover = await upgrade(url, websocket=websocket, protocols=protocols,
-                                              ssl_context=ssl_context, timeout=timeout)
+                                              ssl_context=ssl_context, timeout=timeout,
+                                              server_name=server_name)
         if chosen not in protocols:
             raw.close()
             raise RemoteError(f"the server chose protocol {chosen!r}, not {protocols[0]}")
@@ -441,7 +563,7 @@ class PortForward:
 
 
 async def forward(url: str, ports: Sequence[tuple[int, int]], *, address: str = "127.0.0.1",
-                  transport: str = "spdy", ssl_context: Any = None,
+                  transport: str = "spdy", ssl_context: Any = None, server_name: str | None = None,
                   ready: Callable[[list[tuple[int, int]]], None] | None = None) -> None:
     """Listen on local ports and forward every connection to the pod's port, until cancelled.
 
@@ -449,7 +571,8 @@ async def forward(url: str, ports: Sequence[tuple[int, int]], *, address: str = 
         ports: (local, remote) pairs; local 0 picks a free port.
         ready: called with the (local, remote) pairs actually bound, once listening.
     """
-    session = await PortForward.connect(url, transport=transport, ssl_context=ssl_context)
+    session = await PortForward.connect(url, transport=transport, ssl_context=ssl_context,
+                                        server_name=server_name)
     loop = asyncio.get_running_loop()
     servers = []
 

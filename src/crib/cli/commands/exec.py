@@ -3,7 +3,9 @@
 `exec -s` is ExecSync (stdout to stdout, stderr to stderr, the command's exit status as crib's). The
 streaming forms ask the runtime for a URL (CRI Exec/Attach/PortForward) and speak SPDY (crictl's
 default) or WebSocket to it through crib.streaming.client; a URL without scheme or host goes to
-http://127.0.0.1:10250, as crictl does.
+http://127.0.0.1:10250, as crictl does. https URLs (a runtime whose streaming server has TLS) take
+crictl's --tls-ca/--tls-cert/--tls-key/--tls-sni; with -it, ctrl-p ctrl-q (--detach-keys) leaves the
+session, as crictl's and docker's terminals do.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ KUBELET_URL = "http://127.0.0.1:10250"
 _TRANSPORT = [
     click.option("-r", "--transport", type=click.Choice(["spdy", "websocket"]), default="spdy",
                  show_default=True, help="Streaming protocol."),
-    click.option("--tls-sni", "--tls-server-name", "tls_sni", default="localhost", hidden=True,
-                 help="Server name for TLS streaming (crictl compatibility)."),
-    click.option("--tls-ca", default=None, hidden=True, help="CA for TLS streaming."),
-    click.option("--tls-cert", default=None, hidden=True, help="Client certificate for TLS streaming."),
-    click.option("--tls-key", default=None, hidden=True, help="Client key for TLS streaming."),
+    click.option("--tls-sni", "--tls-server-name", "tls_sni", default="localhost", show_default=True,
+                 help="Name the streaming server's TLS certificate is checked against (https URLs)."),
+    click.option("--tls-ca", default="", help="CA file verifying the streaming server (https URLs; without "
+                 "--tls-ca, --tls-cert and --tls-key: no verification, as crictl)."),
+    click.option("--tls-cert", default="", help="Client certificate, for a streaming server asking for one."),
+    click.option("--tls-key", default="", help="Private key of --tls-cert."),
 ]
+_DETACH = click.option("--detach-keys", default="ctrl-p,ctrl-q", show_default=True,
+                       help="Keys leaving a -t session (comma-separated, a char or ctrl-<key>; '' for none).")
 
 
 def full_url(url: str) -> str:
@@ -41,10 +46,35 @@ def full_url(url: str) -> str:
     return KUBELET_URL.rstrip("/") + "/" + url.lstrip("/")
 
 
-def _tls_refused(tls: dict[str, Any]) -> None:
-    if tls.get("tls_ca") or tls.get("tls_cert") or tls.get("tls_key"):
-        raise ClientError("TLS streaming is not supported by crib's client; crib serves streams over plain "
-                          "HTTP on the node")
+class Tls:
+    """The --tls-* flags: checked before a URL is asked for, turned into an SSLContext for https URLs."""
+
+    def __init__(self, flags: dict[str, Any]) -> None:
+        self.ca, self.cert, self.key = flags["tls_ca"], flags["tls_cert"], flags["tls_key"]
+        self.server_name: str = flags["tls_sni"] or "localhost"
+        if bool(self.cert) != bool(self.key):
+            raise click.UsageError("--tls-cert and --tls-key go together (a client certificate and its key)")
+
+    def options(self, url: str) -> dict[str, Any]:
+        """ssl_context and server_name for the streaming client (nothing for a plain http URL)."""
+        if not url.startswith("https://"):
+            return {}
+        import ssl
+
+        streaming = _streaming()
+        try:
+            context = streaming.tls_context(ca=self.ca, cert=self.cert, key=self.key)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ClientError(f"streaming TLS: {exc}; check --tls-ca, --tls-cert and --tls-key") from None
+        return {"ssl_context": context, "server_name": self.server_name}
+
+
+def _detach_keys(spec: str) -> bytes:
+    try:
+        keys: bytes = _streaming().parse_detach_keys(spec)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--detach-keys") from None
+    return keys
 
 
 def _streaming() -> Any:
@@ -63,27 +93,38 @@ def _raw_terminal(fd: int) -> Iterator[None]:
     import tty
 
     saved = termios.tcgetattr(fd)
-    tty.setraw(fd)
+    tty.setraw(fd, termios.TCSADRAIN)  # not setraw's default TCSAFLUSH: it would drop what was typed ahead
     try:
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def _session(url: str, *, stdin: bool, tty: bool, transport: str) -> int:
-    """One remote command session on this process's stdin/stdout/stderr; the command's exit code."""
+def _session(url: str, *, stdin: bool, tty: bool, transport: str, tls: Tls, detach_keys: bytes = b"",
+             what: str = "") -> int:
+    """One remote command session on this process's stdin/stdout/stderr; the command's exit code.
+
+    With -t, the detach keys end the session from here (crictl's and docker's ctrl-p ctrl-q): exit
+    status 0 and a note on stderr saying what became of the remote side.
+    """
     streaming = _streaming()
     if tty and not sys.stdin.isatty():
         raise ClientError("-t needs a terminal on stdin (run without -t to pipe input)")
+    options = tls.options(url)
     sys.stdout.flush()
     raw = _raw_terminal(0) if tty else contextlib.nullcontext()
     try:
         with raw:
             code: int = asyncio.run(streaming.run(
                 url, stdin=0 if stdin else None, stdout=1, stderr=None if tty else 2, tty=tty,
-                resize=streaming.terminal_sizes(0) if tty else None, transport=transport))
+                resize=streaming.terminal_sizes(0) if tty else None, transport=transport,
+                detach_keys=detach_keys if tty and stdin else b"", **options))
+    except streaming.Detached:
+        click.echo(f"\ncrib: detached; {what}", err=True)
+        return 0
     except (streaming.RemoteError, ConnectionError, TimeoutError, OSError) as exc:
-        raise ClientError(f"streaming from {url}: {exc}") from None
+        hint = "; check --tls-ca and --tls-sni" if "CERTIFICATE" in str(exc) else ""
+        raise ClientError(f"streaming from {url}: {exc}{hint}") from None
     return code
 
 
@@ -97,14 +138,16 @@ def _exec_sync(client: Client, cid: str, cmd: list[str], timeout: int) -> int:
     return int(resp.exit_code)
 
 
-def _exec_stream(client: Client, cid: str, cmd: list[str], *, stdin: bool, tty: bool, transport: str) -> int:
+def _exec_stream(client: Client, cid: str, cmd: list[str], *, stdin: bool, tty: bool, transport: str,
+                 tls: Tls, detach_keys: bytes) -> int:
     if tty and not stdin:
         raise click.UsageError("-t/--tty needs -i/--interactive, as in crictl")
     _streaming()  # before asking for a URL that would go unused
     resp = client.call("Exec", api.ExecRequest(container_id=cid, cmd=cmd, tty=tty, stdin=stdin, stdout=True,
                                                stderr=not tty))
     client.debug(f"exec URL: {resp.url}")
-    return _session(full_url(resp.url), stdin=stdin, tty=tty, transport=transport)
+    return _session(full_url(resp.url), stdin=stdin, tty=tty, transport=transport, tls=tls,
+                    detach_keys=detach_keys, what="the command ends with its session")
 
 
 @click.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -123,14 +166,17 @@ def _exec_stream(client: Client, cid: str, cmd: list[str], *, stdin: bool, tty: 
 @click.option("-e", "--ignore-errors", is_flag=True, help="Exit 0 whatever the commands return.")
 @click.option("-x", "--parallel", is_flag=True, hidden=True, help="Accepted; crib runs them one by one.")
 @apply(_TRANSPORT)
+@_DETACH
 @click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED,
                 metavar="[CONTAINER-ID] COMMAND [ARG...]")
 @click.pass_context
 def exec_(ctx: click.Context, /, sync: bool, timeout: int, tty: bool, interactive: bool, name: str, pod: str,
           image: str, state: str, labels: tuple[str, ...], latest: bool, last: int, quiet: bool,
-          ignore_errors: bool, parallel: bool, transport: str, args: tuple[str, ...], **tls: Any) -> None:
+          ignore_errors: bool, parallel: bool, transport: str, detach_keys: str, args: tuple[str, ...],
+          **tls_flags: Any) -> None:
     """Run a command in a running container (the container id is not given when filter flags select)."""
-    _tls_refused(tls)
+    tls = Tls(tls_flags)
+    keys = b"" if sync else _detach_keys(detach_keys)
     client = client_of(ctx)
     filtered = bool(name or pod or image or state or labels or latest or last)
     if filtered:
@@ -149,7 +195,7 @@ def exec_(ctx: click.Context, /, sync: bool, timeout: int, tty: bool, interactiv
             click.echo(f"{cid}:")
         try:
             code = _exec_sync(client, cid, cmd, timeout) if sync else _exec_stream(
-                client, cid, cmd, stdin=interactive, tty=tty, transport=transport)
+                client, cid, cmd, stdin=interactive, tty=tty, transport=transport, tls=tls, detach_keys=keys)
         except ClientError as exc:
             if not ignore_errors:
                 raise
@@ -164,17 +210,19 @@ def exec_(ctx: click.Context, /, sync: bool, timeout: int, tty: bool, interactiv
 @click.option("-t", "--tty", is_flag=True, help="Stdin is a TTY.")
 @click.option("-i", "--stdin", is_flag=True, help="Pass stdin to the container.")
 @apply(_TRANSPORT)
+@_DETACH
 @click.pass_context
-def attach(ctx: click.Context, /, container_id: str, tty: bool, stdin: bool, transport: str,
-           **tls: Any) -> None:
-    """Attach to a running container's console."""
-    _tls_refused(tls)
+def attach(ctx: click.Context, /, container_id: str, tty: bool, stdin: bool, transport: str, detach_keys: str,
+           **tls_flags: Any) -> None:
+    """Attach to a running container's console (with -it, the detach keys leave it running)."""
+    tls = Tls(tls_flags)
+    keys = _detach_keys(detach_keys)
     client = client_of(ctx)
-    _streaming()
     request = api.AttachRequest(container_id=container_id, tty=tty, stdin=stdin, stdout=True, stderr=not tty)
     resp = client.call("Attach", request)
     client.debug(f"attach URL: {resp.url}")
-    sys.exit(_session(full_url(resp.url), stdin=stdin, tty=tty, transport=transport))
+    sys.exit(_session(full_url(resp.url), stdin=stdin, tty=tty, transport=transport, tls=tls,
+                      detach_keys=keys, what="the container keeps running"))
 
 
 @click.command("port-forward")
@@ -183,9 +231,9 @@ def attach(ctx: click.Context, /, container_id: str, tty: bool, stdin: bool, tra
 @apply(_TRANSPORT)
 @click.pass_context
 def port_forward(ctx: click.Context, /, pod_id: str, ports: tuple[str, ...], transport: str,
-                 **tls: Any) -> None:
+                 **tls_flags: Any) -> None:
     """Forward local ports (on 127.0.0.1) to ports inside a pod, until Ctrl-C."""
-    _tls_refused(tls)
+    tls = Tls(tls_flags)
     pairs = []
     for spec in ports:
         local, _, remote = spec.rpartition(":")
@@ -203,8 +251,9 @@ def port_forward(ctx: click.Context, /, pod_id: str, ports: tuple[str, ...], tra
         for local, remote in bound:
             click.echo(f"Forwarding from 127.0.0.1:{local} -> {remote}")
 
+    url = full_url(resp.url)
     try:
-        asyncio.run(streaming.forward(full_url(resp.url), pairs, transport=transport, ready=ready))
+        asyncio.run(streaming.forward(url, pairs, transport=transport, ready=ready, **tls.options(url)))
     except KeyboardInterrupt:
         return
     except (streaming.RemoteError, ConnectionError, TimeoutError, OSError) as exc:
