@@ -370,6 +370,30 @@ async def test_tls_with_client_certificates(pki: dict[str, str]) -> None:
         await srv.close()
 
 
+async def test_tls_as_crictl_flags_make_it(pki: dict[str, str]) -> None:
+    import ssl
+
+    srv = StreamServer(StreamConfig(tls_cert=pki["server.crt"], tls_key=pki["server.key"]), HostBackend())
+    await srv.start()
+    try:
+        def url() -> str:
+            return srv.url(ExecRequest(container_id="c", cmd=("echo", "tls")))
+
+        # No --tls-* flag: crictl does not verify the server at all.
+        async with await client.RemoteCommand.connect(url(), ssl_context=client.tls_context(),
+                                                      server_name="localhost") as rc:
+            assert await rc.collect() == (b"tls\n", b"", 0)
+        # --tls-ca: verified, against --tls-sni (crictl's default localhost; the certificate names 127.0.0.1).
+        verifying = client.tls_context(ca=pki["ca.crt"])
+        with pytest.raises(ssl.SSLCertVerificationError, match="localhost"):
+            await client.RemoteCommand.connect(url(), ssl_context=verifying, server_name="localhost")
+        async with await client.RemoteCommand.connect(url(), ssl_context=verifying,
+                                                      server_name="127.0.0.1") as rc:
+            assert await rc.collect() == (b"tls\n", b"", 0)
+    finally:
+        await srv.close()
+
+
 async def test_idle_session_ends_and_kills_the_command() -> None:
     srv = StreamServer(StreamConfig(idle_timeout=Duration(0.5)), HostBackend())
     await srv.start()
