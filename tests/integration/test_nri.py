@@ -626,8 +626,8 @@ def test_a_pre_installed_plugin_that_crashes_is_forgotten(
     (plugin_dir / "10-crasher").write_text("#!/bin/sh\necho dying >&2\nexit 3\n")
     (plugin_dir / "10-crasher").chmod(0o755)
     crib = crib_factory({"nri": {"plugin_path": str(plugin_dir)}})
+    # its exit status is 3, or crib's kill's when crib saw the hang-up first; what it printed is logged
     line = crib.wait_for_log("NRI plugin process exited plugin=10-crasher")
-    assert "code=3" in line
     assert "dying" in line
     crib.wait_for_log("NRI plugin disconnected plugin=10-crasher")
     pod = Pod(crib, pod_config(session_tag))
@@ -635,3 +635,23 @@ def test_a_pre_installed_plugin_that_crashes_is_forgotten(
         assert crib.runtime.ListPodSandbox(api.ListPodSandboxRequest()).items[0].id == pod.id
     finally:
         pod.remove()
+
+
+def test_an_adjustment_runc_would_ignore_is_refused_and_leaves_nothing(
+    crib: CribDaemon, plugins: Callable[..., NriTestPlugin], new_pod: Callable[[], Pod], busybox: str
+) -> None:
+    plugin = plugins(crib, "ioprio", "30")
+    priority = nri.LinuxIOPriority(priority=6, **{"class": nri.IOPRIO_CLASS_BE})
+    plugin.on(
+        "CreateContainer",
+        lambda _req: nri.CreateContainerResponse(
+            adjust=nri.ContainerAdjustment(linux=nri.LinuxContainerAdjustment(io_priority=priority))
+        ),
+    )
+    plugin.start()
+    pod = new_pod()
+    # runc 1.1.5 takes process.ioPriority and runs the container at "none: prio 0": refused, not dropped
+    code, message = code_of(lambda: pod.create(container_config(busybox, command=["sleep", "1000"])))
+    assert code == grpc.StatusCode.UNKNOWN
+    assert "'30-ioprio' asked to set an I/O priority, which crib cannot apply with runc 1.1" in message
+    assert pod.rt.ListContainers(api.ListContainersRequest()).containers == []

@@ -71,7 +71,6 @@ def test_one_plugin_adjusts_every_supported_field(tmp_path: Path) -> None:
             ),
             cgroups_path="/elsewhere/c1",
             oom_score_adj=api.OptionalInt(value=500),
-            io_priority=api.LinuxIOPriority(priority=4, **{"class": api.IOPRIO_CLASS_BE}),
             seccomp_policy=api.LinuxSeccomp(
                 default_action="SCMP_ACT_ALLOW",
                 syscalls=[
@@ -101,7 +100,6 @@ def test_one_plugin_adjusts_every_supported_field(tmp_path: Path) -> None:
     assert spec["hooks"] == {"prestart": [{"path": "/bin/true", "args": ["true"], "timeout": 5}]}
     assert p["rlimits"] == [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 1024}]
     assert p["oomScoreAdj"] == 500
-    assert p["ioPriority"] == {"class": "IOPRIO_CLASS_BE", "priority": 4}
     assert linux["devices"] == [
         {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o666}
     ]
@@ -196,8 +194,13 @@ def test_no_conflict_for_a_plugins_own_value_or_hooks(tmp_path: Path) -> None:
         api.ContainerAdjustment(
             linux=api.LinuxContainerAdjustment(net_devices={"eth1": api.LinuxNetDevice(name="x")})
         ),
+        api.ContainerAdjustment(
+            linux=api.LinuxContainerAdjustment(
+                io_priority=api.LinuxIOPriority(priority=4, **{"class": api.IOPRIO_CLASS_BE})
+            )
+        ),
     ],
-    ids=["rdt", "blockio-class", "net-devices"],
+    ids=["rdt", "blockio-class", "net-devices", "io-priority"],
 )
 def test_unsupported_adjustments_are_refused_with_the_plugin_name(tmp_path: Path, adj: Any) -> None:
     with pytest.raises(PluginError, match=r"'10-a' asked to set .* cannot apply"):

@@ -11,8 +11,8 @@ it, so it may set it again but nobody else may. OCI hooks accumulate and never c
 
 Updates (to other containers from any event, or to the container being updated) merge the same way, per
 target container, field by field. What crib cannot honour (block I/O and RDT classes, network devices,
-scheduler and memory policy: runc 1.1 has no place for them) is refused with the plugin's name rather than
-dropped.
+scheduler, memory policy and I/O priority: runc 1.1 has no place for them, or ignores them) is refused with
+the plugin's name rather than dropped.
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ from crib._proto.nri.v1alpha1 import api_pb2 as api
 from crib.errors import PluginError
 from crib.nri import convert
 from crib.nri.cdi import CdiRegistry
-
-_IOPRIO = {api.IOPRIO_CLASS_RT: "IOPRIO_CLASS_RT", api.IOPRIO_CLASS_BE: "IOPRIO_CLASS_BE",
-           api.IOPRIO_CLASS_IDLE: "IOPRIO_CLASS_IDLE"}
 
 
 class Owners:
@@ -170,9 +167,11 @@ class SpecAdjuster:
 
     def _linux(self, plugin: str, process: dict[str, Any], linux: dict[str, Any],
                adj: api.LinuxContainerAdjustment) -> None:
+        # runc 1.1 (OCI runtime spec 1.0.2) ignores an I/O priority without a word: refused like the rest.
         for what, present in (("network devices", bool(adj.net_devices)),
                               ("a scheduler", adj.HasField("scheduler")), ("RDT", adj.HasField("rdt")),
-                              ("a memory policy", adj.HasField("memory_policy"))):
+                              ("a memory policy", adj.HasField("memory_policy")),
+                              ("an I/O priority", adj.HasField("io_priority"))):
             if present:
                 raise _unsupported(plugin, what)
         self._devices(plugin, linux, adj.devices)
@@ -188,13 +187,6 @@ class SpecAdjuster:
         if adj.HasField("oom_score_adj"):
             self.owners.claim(self.cid, "OOM score adjustment", "", plugin)
             process["oomScoreAdj"] = adj.oom_score_adj.value
-        if adj.HasField("io_priority"):
-            self.owners.claim(self.cid, "I/O priority", "", plugin)
-            klass = getattr(adj.io_priority, "class")  # a Python keyword as a field name
-            if klass == api.IOPRIO_CLASS_NONE:
-                process.pop("ioPriority", None)
-            else:
-                process["ioPriority"] = {"class": _IOPRIO[klass], "priority": adj.io_priority.priority}
         if adj.HasField("seccomp_policy"):
             self.owners.claim(self.cid, "seccomp policy", "", plugin)
             linux["seccomp"] = seccomp_to_oci(adj.seccomp_policy)
