@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from crib.network.cache import Attachment, ResultCache
 
@@ -81,3 +85,32 @@ def test_missing_directory_is_empty(tmp_path: Path) -> None:
     assert cache.all() == []
     assert cache.read("n", "c", "eth0") is None
     assert cache.corrupt() == []
+
+
+def test_a_write_the_disk_refuses_leaves_the_old_entry_and_no_temp_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = ResultCache(tmp_path)
+    first = att()
+    cache.write(first)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        cache.write(att(result={"cniVersion": "1.0.0"}, complete=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.key]
+    assert cache.read("my-net", "c" * 64, "eth0") == first
+
+
+def test_temp_files_a_killed_daemon_left_are_dropped_but_for_the_pods_kept(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path)
+    mine, other = att(), att(cid="d" * 64)
+    cache.write(mine)
+    cache.write(other)
+    for entry in (mine, other):
+        (tmp_path / f".{entry.key}.tmp").write_bytes(b'{"kind":')
+    assert cache.drop_temps(lambda owner: owner != mine.container_id) == [f".{mine.key}.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f".{other.key}.tmp", mine.key, other.key])
+    assert cache.drop_temps() == [f".{other.key}.tmp"]
+    assert cache.all() == [mine, other]

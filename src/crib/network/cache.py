@@ -105,11 +105,18 @@ class ResultCache:
         tmp = self.directory / f".{att.key}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, _encode(att))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
+            try:
+                os.write(fd, _encode(att))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+        except BaseException:
+            # A full disk fails the write half-way: the previous entry stays, and the temporary file
+            # must not outlive the attachment (the directory is shared by every pod).
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
     def read(self, network_name: str, container_id: str, ifname: str) -> Attachment | None:
         path = self.path(network_name, container_id, ifname)
@@ -123,6 +130,25 @@ class ResultCache:
         with contextlib.suppress(FileNotFoundError):
             (self.directory / att.key).unlink()
         self._fsync_dir()
+
+    def drop_temps(self, keep: Callable[[str], bool] = lambda container_id: False) -> list[str]:
+        """Remove the temporary files of writes a killed daemon never finished, but for the containers kept
+        (callers hold those containers' locks, so no write of theirs is under way); returns what went."""
+        gone = []
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        for name in names:
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            owner = next((part for part in name.split("-") if len(part) == 64), "")
+            if owner and keep(owner):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / name).unlink()
+                gone.append(name)
+        return gone
 
     def for_container(self, container_id: str) -> list[Attachment]:
         """Every entry of a container, whatever network it was added to (the config may have changed)."""

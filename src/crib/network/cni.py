@@ -360,6 +360,7 @@ class CNIManager:
             for att in await asyncio.to_thread(self._cache.for_container, request.sandbox_id):
                 await self._delete(att)
                 log.event(_log, 20, "pod network down", sandbox=request.sandbox_id, network=att.network_name)
+            await asyncio.to_thread(self._cache.drop_temps, lambda owner: owner != request.sandbox_id)
             for path in await asyncio.to_thread(self._cache.corrupt, request.sandbox_id):
                 # Written atomically by crib, so only tampering or a broken disk gets here; without the entry
                 # there is no config to DEL with, so say so loudly rather than guess.
@@ -413,6 +414,8 @@ class CNIManager:
                               network=att.network_name, error=str(exc))
             for path in await asyncio.to_thread(self._cache.corrupt):
                 log.event(_log, 40, "unreadable CNI cache entry left alone; inspect and remove it", path=path)
+            # Under the exclusive gate no write is under way: a temporary file is one a killed daemon left.
+            await asyncio.to_thread(self._cache.drop_temps)
             snap = self._snapshot
             if snap.default is not None:
                 valid = [(a.container_id, a.ifname) for a in await asyncio.to_thread(self._cache.all)
