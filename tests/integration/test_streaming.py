@@ -278,6 +278,8 @@ async def test_abandoned_sessions_leave_nothing(crib: CribDaemon, pod: Pod, slee
         await eventually(lambda n=needle: not processes_running(n), "the command to be killed")
         await eventually(lambda b=baseline: fd_count(pid) <= b, "the daemon's fds to be closed")
         assert not exec_files(crib, sleeper), "process.json left behind"
+    # The session's line is written once its task has unwound, a loop turn or two after its fds closed.
+    await eventually(lambda: crib.log_tail(10_000).count("kind=exec target=") == 2, "both sessions' lines")
     log = crib.log_tail(10_000)
     assert log.count("kind=exec target=") == 2
     assert log.count('outcome="client gone or idle"') == 2
