@@ -101,7 +101,7 @@ def run(settings: Settings) -> dict[str, Any]:
         if stats.violations:  # the daemon's log goes with the temporary root: keep it for the reader
             kept = f"{tempfile.gettempdir()}/crib-soak-{seed}-daemon.log"
             shutil.copyfile(env.daemon.log_path, kept)
-    report = _report(settings, seed, stats, time.monotonic() - started, load_before)
+    report = _report(settings, seed, stats, started, load_before)
     report["daemon_log"] = kept
     return report
 
@@ -112,12 +112,12 @@ def _pull(image: str) -> Any:
     return api.PullImageRequest(image=api.ImageSpec(image=image))
 
 
-def _report(settings: Settings, seed: int, stats: Stats, seconds: float,
+def _report(settings: Settings, seed: int, stats: Stats, started: float,
             load_before: tuple[float, float, float]) -> dict[str, Any]:
     with stats.lock:
         return {
             "minutes": settings.minutes, "pods": settings.pods, "seed": seed,
-            "wall_seconds": round(seconds, 1),
+            "wall_seconds": round(time.monotonic() - started, 1),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "faults": dict(sorted(stats.faults.items())),
@@ -127,6 +127,8 @@ def _report(settings: Settings, seed: int, stats: Stats, seconds: float,
             "error_samples": {f"{m} {c}": text for (m, c), text in sorted(stats.samples.items())},
             "actions": dict(sorted(stats.actions.items())),
             "violations": list(stats.violations),
+            "fault_log": [(kind, round(start - started, 1), round(end - started, 1))
+                          for kind, start, end in stats.windows],
         }
 
 

@@ -7,7 +7,9 @@ creates what is missing, counting restarts in the container's attempt. So a faul
 by the next sync, and the calls made are the calls kubelet would make.
 
 Every call goes through `Rpc.call`: counted by method and status code, bounded by a deadline. A call that
-answers INTERNAL, or runs into its deadline with no fault to explain it, is a violation.
+answers INTERNAL, or runs into the client's deadline with no fault to explain it, is a violation (crib's
+own DEADLINE_EXCEEDED, answered within the bound, is an error like any other). A violation, and an answer
+slower than a third of its bound, name the faults injected while the call ran.
 """
 
 from __future__ import annotations
@@ -70,8 +72,12 @@ class Stats:
             self.windows.append((kind, start, end))
 
     def explained(self, kinds: tuple[str, ...], start: float, end: float) -> bool:
+        return any(k in kinds for k in self.during(start, end))
+
+    def during(self, start: float, end: float) -> list[str]:
+        """The kinds of the faults injected while [start, end] (a violation's likely cause)."""
         with self.lock:
-            return any(k in kinds and s <= end and e >= start for k, s, e in self.windows)
+            return sorted({k for k, s, e in self.windows if s <= end and e >= start})
 
 
 # A deadline these faults can explain (the call was waiting on the very thing the fault broke).
@@ -106,11 +112,19 @@ class Rpc:
             self.stats.count("errors", (method, code.name))
             with self.stats.lock:
                 self.stats.samples.setdefault((method, code.name), (exc.details() or "")[:300])
+            end = time.monotonic()
+            faults = ", ".join(self.stats.during(start, end)) or "none"
             if code == grpc.StatusCode.INTERNAL:
-                self.stats.violation(f"{method} answered INTERNAL: {exc.details()}")
-            elif code == grpc.StatusCode.DEADLINE_EXCEEDED and not self.stats.explained(
-                    EXPLAINED_BY.get(method, ()), start, time.monotonic()):
-                self.stats.violation(f"{method} did not answer within its bound of {bound:g}s")
+                self.stats.violation(f"{method} answered INTERNAL: {exc.details()} (faults meanwhile: "
+                                     f"{faults})")
+            elif code == grpc.StatusCode.DEADLINE_EXCEEDED and end - start >= bound * 0.99 and \
+                    not self.stats.explained(EXPLAINED_BY.get(method, ()), start, end):
+                # The client's deadline, not crib's own DEADLINE_EXCEEDED answered within the bound (an
+                # error like any other, counted above).
+                self.stats.violation(f"{method} did not answer within its bound of {bound:g}s (faults "
+                                     f"meanwhile: {faults})")
+            elif end - start > bound / 3:
+                self.stats.count("actions", f"slow {method} answer {code.name} (faults: {faults})")
             return None
         self.stats.count("codes", "OK")
         return response
