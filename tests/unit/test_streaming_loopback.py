@@ -282,6 +282,42 @@ async def test_port_forward_many_connections(server: StreamServer, echo_port: in
     assert all(d.closed for d in backend(server).dialers)
 
 
+@pytest.mark.parametrize("transport", ["spdy", "websocket"])
+async def test_port_forward_more_than_a_window(server: StreamServer, transport: str) -> None:
+    # Beyond the client's 4 MiB receive window the server sends only as the client grants credit: over the
+    # WebSocket tunnel the server's first SETTINGS came with its 101 and were lost, so the client never
+    # granted any and the transfer stopped at 4 MiB.
+    size = 3 * client.CLIENT_WINDOW + 12345
+    block = os.urandom(1 << 16)
+
+    async def source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(2)
+        left = size
+        while left:
+            writer.write(block[:min(left, len(block))])
+            left -= min(left, len(block))
+            await writer.drain()
+        writer.close()
+
+    tcp = await asyncio.start_server(source, "127.0.0.1", 0)
+    try:
+        url = server.url(PortForwardRequest(sandbox_id="p"))
+        async with await client.PortForward.connect(url, transport=transport) as pf:
+            conn = await pf.open(tcp.sockets[0].getsockname()[1])
+            await conn.write(b"go")
+            digest, got = hashlib.sha256(), 0
+            while chunk := await asyncio.wait_for(conn.read(), 20):
+                digest.update(chunk)
+                got += len(chunk)
+            await conn.close()
+        expected = hashlib.sha256()
+        for offset in range(0, size, len(block)):
+            expected.update(block[:min(size - offset, len(block))])
+        assert (got, digest.hexdigest()) == (size, expected.hexdigest())
+    finally:
+        tcp.close()
+
+
 async def test_port_forward_websocket_channels(server: StreamServer, echo_port: int) -> None:
     url = server.url(PortForwardRequest(sandbox_id="p")) + f"?port={echo_port}"
     raw, chosen, leftover = await upgrade(url, websocket=True, protocols=[ws.V4_CHANNEL])

@@ -72,6 +72,7 @@ class TunnelTransport(asyncio.Transport):
         self._ws = ws  # wsconn.WebSocketConnection; Any to keep the import graph flat
         self._protocol: asyncio.BaseProtocol | None = None
         self._closing = False
+        self._early: list[bytes] = []  # fed before the protocol was set up: delivered by replay()
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
@@ -121,8 +122,19 @@ class TunnelTransport(asyncio.Transport):
     # --- called by the WebSocket side
 
     def feed(self, data: bytes) -> None:
-        if self._protocol is not None and not self._closing:
+        if self._protocol is None:
+            # The bytes that came with the 101 answer (the peer's first SETTINGS and WINDOW_UPDATE) reach
+            # the tunnel before its SPDY connection exists; dropping them made the client believe the
+            # server ignores flow control, so it never granted credit and a transfer stopped at one window.
+            self._early.append(data)
+        elif not self._closing:
             self._protocol.data_received(data)  # type: ignore[attr-defined]
+
+    def replay(self) -> None:
+        """Deliver what was fed before the protocol was set (call after its connection_made)."""
+        early, self._early = self._early, []
+        for data in early:
+            self.feed(data)
 
     def paused(self) -> None:
         if self._protocol is not None:

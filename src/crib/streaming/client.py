@@ -534,6 +534,7 @@ class PortForward:
         switch(raw, carrier, leftover)
         tunnel.set_protocol(conn)
         conn.connection_made(tunnel)
+        carrier.replay_into_tunnel()  # the server's first frames may have come with its 101
 
         def close() -> None:
             conn.close()

@@ -216,10 +216,11 @@ class WebSocketConnection(Backpressure, asyncio.Protocol):
     def replay_into_tunnel(self) -> None:
         """Feed messages that arrived before the tunnel's protocol was attached."""
         assert self.tunnel is not None
-        while self._queue:
+        while self._queue:  # first what came before the tunnel began, then what it held since
             message = self._queue.popleft()
             self._queued -= len(message.payload)
             self.tunnel.feed(message.payload)
+        self.tunnel.replay()
 
 
 __all__ = ["WebSocketConnection"]
