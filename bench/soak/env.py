@@ -11,6 +11,7 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,8 +72,21 @@ def _loop_root(image: Path, mountpoint: Path, size_mb: int) -> None:
 
 
 def _unmount(mountpoint: Path) -> None:
-    if subprocess.run(["mountpoint", "-q", str(mountpoint)], check=False).returncode == 0:
-        subprocess.run(["umount", str(mountpoint)], check=False, capture_output=True, timeout=60)
+    """Unmount crib's loop-mounted root, retrying while it is busy; lazily as a last resort, saying why.
+
+    (Soak runs once left it mounted: the single umount's failure was swallowed, and the loop device and its
+    deleted image stayed until the machine restarted.)
+    """
+    error = ""
+    for _ in range(20):
+        if subprocess.run(["mountpoint", "-q", str(mountpoint)], check=False).returncode != 0:
+            return
+        done = subprocess.run(["umount", str(mountpoint)], check=False, capture_output=True, text=True,
+                              timeout=60)
+        error = done.stderr.strip()
+        time.sleep(0.5)
+    print(f"soak: {mountpoint} stayed busy ({error}); unmounted lazily")
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False, capture_output=True, timeout=60)
 
 
 @contextlib.contextmanager
