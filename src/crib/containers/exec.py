@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from crib.hooks import ContainerStep
 from crib.runtime import conmon
 from crib.runtime.runc import ExecResult, InteractiveExec
 from crib.state.records import ContainerRecord
+from crib.system import atomic
 
 NO_TIMEOUT = 24 * 3600.0
 REOPEN_WAIT = 5.0
@@ -59,18 +59,6 @@ def _process(deps: ContainerDeps, rec: ContainerRecord, cmd: list[str], *, tty: 
             f"{doing}: the OCI runtime spec of container {rec.meta_name} ({rec.id[:12]}) is damaged (its "
             f"process object: {type(exc).__name__}: {exc}); remove the container and create it again"
         ) from exc
-
-
-def _write_spec(deps: ContainerDeps, rec: ContainerRecord, spec: dict[str, Any]) -> None:
-    """Replace config.json whole (a crash or a full disk leaves the old one, never half of the new)."""
-    path = deps.layout.bundle(rec.id) / "config.json"
-    tmp = path.with_name(f".config.json.{secrets.token_hex(4)}")
-    try:
-        tmp.write_text(json.dumps(spec))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def require_running(rec: ContainerRecord, what: str) -> None:
@@ -170,7 +158,8 @@ async def apply_linux_resources(deps: ContainerDeps, rec: ContainerRecord, linux
             current[key].update(value)
         else:
             current[key] = value
-    _write_spec(deps, rec, spec)
+    # Whole: a crash or a full disk leaves the old spec, never half of the new one.
+    atomic.write_atomic(deps.layout.bundle(rec.id) / "config.json", json.dumps(spec))
 
 
 async def reopen_log(deps: ContainerDeps, rec: ContainerRecord) -> None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crib.system import atomic
+
 KIND = "cniCacheV1"
 
 
@@ -101,22 +103,9 @@ class ResultCache:
 
     def write(self, att: Attachment) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        final = self.directory / att.key
-        tmp = self.directory / f".{att.key}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                os.write(fd, _encode(att))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, final)
-        except BaseException:
-            # A full disk fails the write half-way: the previous entry stays, and the temporary file
-            # must not outlive the attachment (the directory is shared by every pod).
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        # fsynced: after a crash the entry is what tells the restarted daemon that DEL is owed. A write a
+        # full disk refuses leaves the previous entry and no temporary file (the directory is every pod's).
+        atomic.write_atomic(self.directory / att.key, _encode(att), mode=0o600, durable=True)
 
     def read(self, network_name: str, container_id: str, ifname: str) -> Attachment | None:
         path = self.path(network_name, container_id, ifname)

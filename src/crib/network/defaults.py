@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from crib.system import atomic
 
 NETWORK_NAME = "crib"
 FILE_NAME = "10-crib.conflist"
@@ -92,14 +93,7 @@ def write(path: Path, doc: dict[str, Any]) -> bool:
         if path.read_bytes() == data:
             return False
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    tmp = path.parent / f".{path.name}.tmp"  # a dot name: never picked up as a config itself
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    atomic.write_atomic(path, data, durable=True)  # a dot-named temporary: never read as a config
     return True
 
 

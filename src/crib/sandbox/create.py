@@ -46,7 +46,7 @@ from crib.sandbox.deps import SandboxDeps
 from crib.sandbox.info import pod_root
 from crib.state.records import Phase, PodMeta, SandboxRecord
 from crib.state.undo import Undo
-from crib.system import mount, ns
+from crib.system import atomic, mount, ns
 
 _log = log.get(__name__)
 _PROTOCOLS = {0: "tcp", 1: "udp", 2: "sctp"}
@@ -249,8 +249,8 @@ async def _create(deps: SandboxDeps, rec: SandboxRecord, config: Any,
             status = done.pop(0)
             rec = dataclasses.replace(rec, ips=tuple(status.ips))
             if status.ips:
-                files.write_atomic(rundir / "hosts", files.hosts(rec.hostname, status.ips),
-                                   owner=pod_root(rec))
+                atomic.write_atomic(rundir / "hosts", files.hosts(rec.hostname, status.ips),
+                                    owner=pod_root(rec))
         failpoints.hit("sandbox.network")
 
         undo.push("plugins", functools.partial(deps.hooks.pod, PodStep.REMOVE, rec))
@@ -291,16 +291,16 @@ async def _together(steps: list[Coroutine[Any, Any, Any]]) -> list[Any]:
 def write_files(rec: SandboxRecord, rundir: Any) -> None:
     """hostname, hosts and resolv.conf of the pod (host copies for a host-network pod without DNS)."""
     owner = pod_root(rec)
-    files.write_atomic(rundir / "hostname", rec.hostname + "\n", owner=owner)
+    atomic.write_atomic(rundir / "hostname", rec.hostname + "\n", owner=owner)
     if rec.network_mode == "node":
-        files.write_atomic(rundir / "hosts", files.host_text(files.HOST_HOSTS), owner=owner)
+        atomic.write_atomic(rundir / "hosts", files.host_text(files.HOST_HOSTS), owner=owner)
     else:
-        files.write_atomic(rundir / "hosts", files.hosts(rec.hostname, ()), owner=owner)
+        atomic.write_atomic(rundir / "hosts", files.hosts(rec.hostname, ()), owner=owner)
     if rec.dns_servers or rec.dns_searches or rec.dns_options:
         text = files.resolv_conf(rec.dns_servers, rec.dns_searches, rec.dns_options)
     else:
         text = files.host_text(files.HOST_RESOLV_CONF)
-    files.write_atomic(rundir / "resolv.conf", text, owner=owner)
+    atomic.write_atomic(rundir / "resolv.conf", text, owner=owner)
 
 
 __all__ = ["create", "initial_record", "network_request", "write_files"]

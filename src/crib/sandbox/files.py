@@ -6,7 +6,6 @@ container starting at the same moment never reads half a file.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,17 +38,6 @@ def resolv_conf(servers: Sequence[str], searches: Sequence[str], options: Sequen
     return "\n".join(out) + "\n" if out else ""
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
-    """Replace path with text (temp file + rename); owner = (uid, gid) on the host, None = root's."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        os.fchmod(fh.fileno(), mode)
-        if owner is not None:
-            os.fchown(fh.fileno(), *owner)
-    os.replace(tmp, path)
-
-
 def host_text(path: Path) -> str:
     """A host file's text, "" if the host has none."""
     try:
@@ -58,4 +46,4 @@ def host_text(path: Path) -> str:
         return ""
 
 
-__all__ = ["HOST_HOSTS", "HOST_RESOLV_CONF", "host_text", "hosts", "resolv_conf", "write_atomic"]
+__all__ = ["HOST_HOSTS", "HOST_RESOLV_CONF", "host_text", "hosts", "resolv_conf"]
