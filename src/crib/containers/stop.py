@@ -7,8 +7,6 @@ record's finished_at; this module waits for that, bounded at each stage.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -76,20 +74,13 @@ async def send(deps: ContainerDeps, rec: ContainerRecord, sig: str, *, all_proce
             raise
     if runc.sandboxed or not rec.cgroup_path:
         return False
-    procs = await asyncio.to_thread(deps.cgroups.procs, rec.cgroup_path)
-    targets = procs if all_processes else procs & {rec.pid}
-    if not targets:
-        return False
-    log.event(_log, 30, "the runtime cannot signal the container; its processes were signalled through its "
-              "cgroup", container=rec.id, signal=sig, pids=len(targets),
-              damage=runc.damaged_state(rec.id) or f"{runc.name} does not know the container")
-    signum = signal.Signals[sig]
-    delivered = False
-    for pid in targets:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-            delivered = True
-    return delivered
+    reached = await asyncio.to_thread(deps.cgroups.kill_procs, rec.cgroup_path, signal.Signals[sig],
+                                      only=None if all_processes else (rec.pid,))
+    if reached:
+        log.event(_log, 30, "the runtime cannot signal the container; its processes were signalled through "
+                  "its cgroup", container=rec.id, signal=sig, pids=reached,
+                  damage=runc.damaged_state(rec.id) or f"{runc.name} does not know the container")
+    return reached > 0
 
 
 __all__ = ["send", "stop_signal", "terminate"]

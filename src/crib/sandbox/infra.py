@@ -12,11 +12,8 @@ namespace (kubelet's default) have no process at all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import shutil
-import signal
 from typing import Any
 
 from crib import oci
@@ -59,9 +56,7 @@ async def stop(deps: SandboxDeps, rec: SandboxRecord) -> None:
         cgroup = _cgroup(rec)
         if not runc.damaged_state(rec.id) or not cgroup:
             raise
-        for pid in await asyncio.to_thread(deps.cgroups.procs, cgroup):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        await asyncio.to_thread(deps.cgroups.kill_procs, cgroup)
     for _ in range(int(STOP_WAIT / 0.02)):
         if exits.read_exit(deps.layout.exits, rec.id) is not None or not conmon.monitor_alive(
                 deps.layout.bundle(rec.id)):

@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +144,24 @@ class Cgroups:
         For the leftovers nothing else knows about: a `runc init` orphaned by a runc killed in the middle of
         `runc create` has no runc state (so `runc delete` does not find it) and no conmon, only its cgroup.
         """
-        for pid in self.procs(cgroup):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        self.kill_procs(cgroup)
         return self.remove(cgroup, timeout=timeout)
+
+    def kill_procs(self, cgroup: str, signum: int = signal.SIGKILL, *,
+                   only: Collection[int] | None = None) -> int:
+        """Send signum to the processes in a cgroup (to those of `only` among them); how many it reached.
+
+        Chosen by membership, never by a pid alone, so a pid the kernel reused elsewhere is never hit.
+        """
+        targets = self.procs(cgroup)
+        if only is not None:
+            targets &= set(only)
+        reached = 0
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+                reached += 1
+        return reached
 
     def procs(self, cgroup: str) -> set[int]:
         """The pids in a cgroup (in any hierarchy; a missing cgroup has none)."""
