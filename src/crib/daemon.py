@@ -1,7 +1,7 @@
 """The composition root: config -> components -> restore state -> serve -> shut down.
 
 Start-up guarantees, in order: one daemon per root (a lock file held for the daemon's life), a socket that
-is never reachable with looser permissions than 0660 (umask held while grpc binds it), a stale socket of a
+is never reachable with looser permissions than 0660 (umask held while it is bound), a stale socket of a
 dead daemon replaced, a live one never stolen. Shutdown on SIGTERM/SIGINT stops accepting, lets in-flight
 calls finish within a bound, and touches no container: conmon owns them.
 """
@@ -194,11 +194,9 @@ async def _serve_grpc(cfg: Config, health: Health, network: CNIManager, images: 
     add_service(server, EXT_SERVICE, ext_handlers(ImageExtServicer(images)))
     old_umask = os.umask(0o117)  # the socket is born 0660: no window where others could connect
     try:
-        # "unix:" + absolute path: grpc would bind "unix:///p" as the literal path "///p" (seen in
-        # /proc/net/unix), which tools that find the daemon by its socket path do not match.
-        if server.add_insecure_port("unix:" + sock) == 0:
-            raise StartupError(f"cannot listen on {cfg.listen}")
-        await server.start()
+        await server.start(sock)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {cfg.listen}: {exc}") from exc
     finally:
         os.umask(old_umask)
     os.chmod(sock, SOCKET_MODE)

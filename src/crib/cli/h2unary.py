@@ -19,22 +19,37 @@ from __future__ import annotations
 import socket
 import struct
 import time
-import urllib.parse
 from typing import Any
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = (
-    range(10))
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-SETTINGS_ENABLE_PUSH, SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 0x2, 0x4, 0x5
-MAX_WINDOW = 2**31 - 1
-DEFAULT_WINDOW = 65535
-DEFAULT_FRAME = 16384
-MAX_RESPONSE = 64 * 1024 * 1024
+from crib.cri.h2 import (
+    ACK,
+    CODES,
+    CONTINUATION,
+    DATA,
+    DEFAULT_FRAME,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    MAX_WINDOW,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY_FLAG,
+    RST_STREAM,
+    SETTINGS,
+    SETTINGS_ENABLE_PUSH,
+    SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_FRAME_SIZE,
+    WINDOW_UPDATE,
+    decode_grpc_message,
+    frame,
+    grpc_timeout,
+    message,
+)
 
-CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-         "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-         "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
+MAX_RESPONSE = 64 * 1024 * 1024
 
 
 class CallError(Exception):
@@ -45,16 +60,6 @@ class CallError(Exception):
         self.code = code
         self.message = message
         self.unprocessed = unprocessed  # the server said it did not start the call (GOAWAY): safe to retry
-
-
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
-
-
-def grpc_timeout(seconds: float) -> str:
-    """The grpc-timeout header: at most 8 digits, in milliseconds (or seconds when that is too many)."""
-    millis = max(1, int(seconds * 1000))
-    return f"{millis}m" if millis < 10**8 else f"{max(1, int(seconds))}S"
 
 
 def unframe(body: bytes) -> bytes:
@@ -223,7 +228,7 @@ class Connection:
             if timeout:
                 headers.append(("grpc-timeout", grpc_timeout(timeout)))
             self._send(frame(HEADERS, END_HEADERS, stream, self.encoder.encode(headers)))
-            self._send_body(stream, b"\0" + struct.pack(">I", len(request)) + request)
+            self._send_body(stream, message(request))
             return self._response(stream)
         except TimeoutError:
             self.close()
@@ -277,7 +282,7 @@ class Connection:
         code = int(fields.get("grpc-status", "2") or 2)
         if code != 0:
             name = CODES[code] if 0 <= code < len(CODES) else "UNKNOWN"
-            raise CallError(name, urllib.parse.unquote(fields.get("grpc-message", "")))
+            raise CallError(name, decode_grpc_message(fields.get("grpc-message", "")))
         return unframe(body)
 
 

@@ -13,11 +13,10 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
 from crib._proto.runtime.v1 import api_pb2 as api
 from crib.cri import wire
 from crib.cri.chunks import chunked
+from crib.cri.h2server import Context, Method
 from crib.cri.server import fill_unimplemented
 from crib.errors import InvalidArgument
 from crib.images import Credentials, ImageService, PullProgress
@@ -78,7 +77,7 @@ class ImageServicer:
         pinned = self._images.is_pinned(rec)
         return (self._pinned if pinned else self._unpinned).get(rec.id, rec)
 
-    async def PullImage(self, request: api.PullImageRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def PullImage(self, request: api.PullImageRequest, context: Context) -> Any:
         ref = _spec_image(request.image, "PullImage")
         creds = credentials(request.auth) if request.HasField("auth") else None
         pod = ""
@@ -88,7 +87,7 @@ class ImageServicer:
         rec = await self._images.pull(ref, creds, pod=pod)
         return api.PullImageResponse(image_ref=rec.id)
 
-    async def ListImages(self, request: api.ListImagesRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def ListImages(self, request: api.ListImagesRequest, context: Context) -> Any:
         ref = request.filter.image.image if request.HasField("filter") else ""
         records = self._images.list(ref)
         out = wire.repeated(1, [self._image_bytes(r) for r in records])
@@ -98,12 +97,12 @@ class ImageServicer:
         return out
 
     async def StreamImages(self, request: api.StreamImagesRequest,
-                           context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                           context: Context) -> AsyncIterator[Any]:
         ref = request.filter.image.image if request.HasField("filter") else ""
         for batch in chunked(self._image(r) for r in self._images.list(ref)):
             yield api.StreamImagesResponse(images=batch)
 
-    async def ImageStatus(self, request: api.ImageStatusRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def ImageStatus(self, request: api.ImageStatusRequest, context: Context) -> Any:
         rec = self._images.find(_spec_image(request.image, "ImageStatus"))
         if rec is None:
             return api.ImageStatusResponse()  # absent: no image and no error, as CRI requires
@@ -112,11 +111,11 @@ class ImageServicer:
         info = {"info": json.dumps(await self._images.inspect(rec))}
         return api.ImageStatusResponse(image=self._image(rec), info=info)
 
-    async def RemoveImage(self, request: api.RemoveImageRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def RemoveImage(self, request: api.RemoveImageRequest, context: Context) -> Any:
         await self._images.remove(_spec_image(request.image, "RemoveImage"))
         return api.RemoveImageResponse()
 
-    async def ImageFsInfo(self, request: api.ImageFsInfoRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def ImageFsInfo(self, request: api.ImageFsInfoRequest, context: Context) -> Any:
         fs = await self._images.fs_info()
         return api.ImageFsInfoResponse(image_filesystems=[_fs_usage(fs.images)],
                                        container_filesystems=[_fs_usage(fs.containers)])
@@ -149,7 +148,7 @@ class ImageExtServicer:
         self._pinned: wire.Cache[ImageRecord] = wire.Cache(functools.partial(to_image, pinned=True))
         self._unpinned: wire.Cache[ImageRecord] = wire.Cache(functools.partial(to_image, pinned=False))
 
-    async def Pull(self, request: dict[str, Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def Pull(self, request: dict[str, Any], context: Context) -> AsyncIterator[Any]:
         ref = str(request.get("image", "")).strip()
         if not ref:
             raise InvalidArgument("Pull: \"image\" is empty")
@@ -175,28 +174,25 @@ class ImageExtServicer:
         yield {"progress": progress.snapshot(), "transfers": progress.layer_snapshot(),
                "image": _summary(rec)}
 
-    async def Import(self, request: dict[str, Any], context: grpc.aio.ServicerContext) -> Any:
+    async def Import(self, request: dict[str, Any], context: Context) -> Any:
         path = str(request.get("path", "")).strip()
         if not path:
             raise InvalidArgument("Import: \"path\" is empty")
         result = await self._images.import_archive(path, base_name=str(request.get("name", "")))
         return {"images": [_summary(r) for r in result.records], "notes": list(result.notes)}
 
-    async def Prune(self, request: dict[str, Any], context: grpc.aio.ServicerContext) -> Any:
+    async def Prune(self, request: dict[str, Any], context: Context) -> Any:
         result = await self._images.prune(all_unused=bool(request.get("all", False)))
         return {"removed_images": list(result.removed_images), "blobs": result.gc.blobs,
                 "layers": result.gc.layers, "bytes_freed": result.gc.bytes_freed}
 
 
-def ext_handlers(servicer: ImageExtServicer) -> dict[str, grpc.RpcMethodHandler]:
-    """The extension's method handlers, for cri.server.add_service(server, EXT_SERVICE, ...)."""
+def ext_handlers(servicer: ImageExtServicer) -> dict[str, Method]:
+    """The extension's methods, for cri.server.add_service(server, EXT_SERVICE, ...)."""
     return {
-        "Pull": grpc.unary_stream_rpc_method_handler(servicer.Pull, request_deserializer=_decode,
-                                                     response_serializer=_encode),
-        "Import": grpc.unary_unary_rpc_method_handler(servicer.Import, request_deserializer=_decode,
-                                                      response_serializer=_encode),
-        "Prune": grpc.unary_unary_rpc_method_handler(servicer.Prune, request_deserializer=_decode,
-                                                     response_serializer=_encode),
+        "Pull": Method(handler=servicer.Pull, deserialize=_decode, serialize=_encode, streaming=True),
+        "Import": Method(handler=servicer.Import, deserialize=_decode, serialize=_encode),
+        "Prune": Method(handler=servicer.Prune, deserialize=_decode, serialize=_encode),
     }
 
 

@@ -6,8 +6,8 @@ INTERNAL instead of taking the daemon down. It is on every call's hot path: keep
 allocation-light (board contract 4), and do nothing for a call that will not be logged.
 
 A request whose bytes are not a valid message (truncated, wrong wire types, invalid UTF-8 in a string) is
-bad input, not a crash: grpc would log its deserializer's traceback and answer UNKNOWN, so the deserializer
-is wrapped to hand the handler an `_Undecodable` marker instead, answered INVALID_ARGUMENT with the call's
+bad input, not a crash, and gets the same log line as any other failed call: so the deserializer is
+wrapped to hand the handler an `_Undecodable` marker instead, answered INVALID_ARGUMENT with the call's
 one log line. On the success path that costs one try block and one type check per call.
 """
 
@@ -20,10 +20,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import grpc
 from google.protobuf.message import Message
 
 from crib import errors, log
+from crib.cri.h2server import AbortError, Context, Method, StatusCode
 from crib.cri.status import code_for, disk_full
 from crib.metrics import ops
 
@@ -71,10 +71,7 @@ class _Undecodable:
         self.reason = reason
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserializer is None:
-        return None
-
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def deserialize(raw: bytes) -> Any:
         try:
             return deserializer(raw)
@@ -102,30 +99,30 @@ class _Call:
         self.method = method
         self.request = request
         self.start = time.monotonic()
-        self.code = grpc.StatusCode.OK
+        self.code = StatusCode.OK
         self.message = ""
 
-    async def fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    async def fail(self, context: Context, exc: BaseException) -> None:
         """Abort the RPC with the status that exc maps to; always raises."""
         if isinstance(exc, errors.CribError):
             self.code, self.message = code_for(exc), str(exc)
         elif disk_full(exc):
-            self.code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            self.code = StatusCode.RESOURCE_EXHAUSTED
             self.message = (f"{self.method}: the node's disk is full ({type(exc).__name__}: {exc}); "
                             "free space under crib's root and retry")
         else:
-            self.code = grpc.StatusCode.INTERNAL
+            self.code = StatusCode.INTERNAL
             self.message = f"internal error in {self.method}: {type(exc).__name__}: {exc}"
             _log.error("unexpected error in %s", self.method, exc_info=exc,
                        extra={"fields": request_fields(self.request)})
         await context.abort(self.code, self.message)
 
-    async def settle(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    async def settle(self, context: Context, exc: BaseException) -> None:
         """Record how the RPC ended with exc; an ordinary exception becomes its status (fail() raises)."""
-        if isinstance(exc, grpc.aio.AbortError):
-            self.code = context.code() or grpc.StatusCode.UNKNOWN
+        if isinstance(exc, AbortError):
+            self.code = context.code() or StatusCode.UNKNOWN
         elif isinstance(exc, asyncio.CancelledError):
-            self.code = grpc.StatusCode.CANCELLED
+            self.code = StatusCode.CANCELLED
         elif isinstance(exc, Exception):
             await self.fail(context, exc)
 
@@ -133,8 +130,8 @@ class _Call:
         code = self.code
         elapsed = time.monotonic() - self.start
         ops.OPERATIONS.record(self.method, code, elapsed)
-        level = logging.INFO if code is grpc.StatusCode.OK else logging.WARNING
-        if self.method in _QUIET and (code is grpc.StatusCode.OK or code is grpc.StatusCode.NOT_FOUND):
+        level = logging.INFO if code is StatusCode.OK else logging.WARNING
+        if self.method in _QUIET and (code is StatusCode.OK or code is StatusCode.NOT_FOUND):
             level = logging.DEBUG
         if not _log.isEnabledFor(level):
             return
@@ -155,7 +152,7 @@ _QUIET = frozenset({
 
 def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     # One plain try/except rather than a context manager: this runs on every call.
-    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def behavior(request: Any, context: Context) -> Any:
         call = _Call(method, request)
         try:
             if type(request) is _Undecodable:
@@ -171,7 +168,7 @@ def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[.
 
 
 def _wrap_stream(method: str, inner: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
-    async def behavior(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def behavior(request: Any, context: Context) -> AsyncIterator[Any]:
         call = _Call(method, request)
         try:
             if type(request) is _Undecodable:
@@ -191,11 +188,9 @@ def _wrap_stream(method: str, inner: Callable[..., Any]) -> Callable[..., AsyncI
     return behavior
 
 
-def _passing_bytes(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+def _passing_bytes(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     """The response serializer, except that a servicer's already serialized reply goes out as it is
     (the polled calls answer from cached bytes: cri/wire.py)."""
-    if serialize is None:
-        return None
 
     def serializer(response: Any) -> bytes:
         return response if type(response) is bytes else serialize(response)
@@ -203,30 +198,20 @@ def _passing_bytes(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], 
     return serializer
 
 
-def instrument(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def instrument(method: str, handler: Method) -> Method:
     """The handler of one RPC, wrapped once at registration: logged, errors mapped to statuses.
 
-    Why not a grpc.aio.ServerInterceptor: grpc runs an interceptor chain (coroutines, a new handler object)
-    on every call before the handler; wrapping each handler once when the services are registered does
-    the same work for a fraction of the cost (see bench/README.md, "calls").
+    Why not an interceptor chain run on every call (what grpc.aio's ServerInterceptor is): wrapping each
+    handler once when the services are registered does the same work for a fraction of the cost (see
+    bench/README.md, "calls").
     """
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(method, handler.unary_unary),
-            request_deserializer=_tolerant(handler.request_deserializer),
-            response_serializer=_passing_bytes(handler.response_serializer),
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream(method, handler.unary_stream),
-            request_deserializer=_tolerant(handler.request_deserializer),
-            response_serializer=_passing_bytes(handler.response_serializer),
-        )
-    return handler  # CRI has no client-streaming RPCs
+    wrap = _wrap_stream if handler.streaming else _wrap_unary
+    return Method(handler=wrap(method, handler.handler), deserialize=_tolerant(handler.deserialize),
+                  serialize=_passing_bytes(handler.serialize), streaming=handler.streaming)
 
 
-def instrumented_handlers(handlers: dict[str, grpc.RpcMethodHandler]) -> dict[str, grpc.RpcMethodHandler]:
-    """A service's method handlers, each instrument()ed."""
+def instrumented_handlers(handlers: dict[str, Method]) -> dict[str, Method]:
+    """A service's methods, each instrument()ed."""
     return {name: instrument(name, handler) for name, handler in handlers.items()}
 
 

@@ -7,8 +7,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from crib import __version__, lazy
 from crib import config as config_mod
 from crib._proto.runtime.v1 import api_pb2 as api
@@ -16,6 +14,7 @@ from crib.config import Config
 from crib.containers import ContainerService
 from crib.cri import container_convert, sandbox_convert, validate
 from crib.cri.chunks import chunked
+from crib.cri.h2server import Context
 from crib.cri.server import fill_unimplemented
 from crib.errors import Unavailable
 from crib.network import NetworkAdmin, NoNetwork
@@ -48,7 +47,7 @@ class RuntimeServicer:
         self._containers = containers
         self._network: NetworkAdmin = network or NoNetwork()
 
-    async def Version(self, request: api.VersionRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def Version(self, request: api.VersionRequest, context: Context) -> Any:
         return api.VersionResponse(
             version=KUBELET_API_VERSION,
             runtime_name=RUNTIME_NAME,
@@ -56,7 +55,7 @@ class RuntimeServicer:
             runtime_api_version=RUNTIME_API_VERSION,
         )
 
-    async def Status(self, request: api.StatusRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def Status(self, request: api.StatusRequest, context: Context) -> Any:
         conditions = [
             api.RuntimeCondition(type=c.type, status=c.status, reason=c.reason, message=c.message)
             for c in self._health.conditions()
@@ -84,37 +83,37 @@ class RuntimeServicer:
         )
 
     async def UpdateRuntimeConfig(self, request: api.UpdateRuntimeConfigRequest,
-                                  context: grpc.aio.ServicerContext) -> Any:
+                                  context: Context) -> Any:
         await self._network.update_pod_cidr(request.runtime_config.network_config.pod_cidr)
         return api.UpdateRuntimeConfigResponse()
 
     async def RuntimeConfig(self, request: api.RuntimeConfigRequest,
-                            context: grpc.aio.ServicerContext) -> Any:
+                            context: Context) -> Any:
         driver = api.SYSTEMD if self._cfg.runtime.cgroup_driver == "systemd" else api.CGROUPFS
         return api.RuntimeConfigResponse(linux=api.LinuxRuntimeConfiguration(cgroup_driver=driver))
 
     # ------------------------------------------------------------------------------------------- pods
 
     async def RunPodSandbox(self, request: api.RunPodSandboxRequest,
-                            context: grpc.aio.ServicerContext) -> Any:
+                            context: Context) -> Any:
         validate.run_pod_sandbox(request)
         sid = await self._pods.run(request.config, request.runtime_handler)
         return api.RunPodSandboxResponse(pod_sandbox_id=sid)
 
     async def StopPodSandbox(self, request: api.StopPodSandboxRequest,
-                             context: grpc.aio.ServicerContext) -> Any:
+                             context: Context) -> Any:
         validate.sandbox_id(request.pod_sandbox_id)
         await self._pods.stop(request.pod_sandbox_id)
         return api.StopPodSandboxResponse()
 
     async def RemovePodSandbox(self, request: api.RemovePodSandboxRequest,
-                               context: grpc.aio.ServicerContext) -> Any:
+                               context: Context) -> Any:
         validate.sandbox_id(request.pod_sandbox_id)
         await self._pods.remove(request.pod_sandbox_id)
         return api.RemovePodSandboxResponse()
 
     async def PodSandboxStatus(self, request: api.PodSandboxStatusRequest,
-                               context: grpc.aio.ServicerContext) -> Any:
+                               context: Context) -> Any:
         validate.sandbox_id(request.pod_sandbox_id)
         rec = self._pods.get(request.pod_sandbox_id)
         if not request.verbose:  # kubelet's call, per pod and second: cached bytes (cri/wire.py)
@@ -130,24 +129,24 @@ class RuntimeServicer:
             labels=dict(f.label_selector))
 
     async def ListPodSandbox(self, request: api.ListPodSandboxRequest,
-                             context: grpc.aio.ServicerContext) -> Any:
+                             context: Context) -> Any:
         f = request.filter
         complete = not (f.id or f.HasField("state") or f.label_selector)
         return sandbox_convert.list_response(self._pods_of(f), complete=complete)
 
     async def StreamPodSandboxes(self, request: api.StreamPodSandboxesRequest,
-                                 context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                                 context: Context) -> AsyncIterator[Any]:
         for batch in chunked(sandbox_convert.pod(r) for r in self._pods_of(request.filter)):
             yield api.StreamPodSandboxesResponse(pod_sandboxes=batch)
 
     async def UpdatePodSandboxResources(self, request: api.UpdatePodSandboxResourcesRequest,
-                                        context: grpc.aio.ServicerContext) -> Any:
+                                        context: Context) -> Any:
         validate.update_pod_resources(request)
         await self._pods.update_resources(request.pod_sandbox_id, request.resources, request.overhead)
         return api.UpdatePodSandboxResourcesResponse()
 
     async def PodSandboxStats(self, request: api.PodSandboxStatsRequest,
-                              context: grpc.aio.ServicerContext) -> Any:
+                              context: Context) -> Any:
         validate.sandbox_id(request.pod_sandbox_id)
         (reading,) = await self._containers.pod_stats([self._pods.get(request.pod_sandbox_id)])
         return api.PodSandboxStatsResponse(stats=stats_convert.pod_stats(reading))
@@ -158,11 +157,11 @@ class RuntimeServicer:
         return [stats_convert.pod_stats(r) for r in readings]
 
     async def ListPodSandboxStats(self, request: api.ListPodSandboxStatsRequest,
-                                  context: grpc.aio.ServicerContext) -> Any:
+                                  context: Context) -> Any:
         return api.ListPodSandboxStatsResponse(stats=await self._pod_stats(request.filter))
 
     async def StreamPodSandboxStats(self, request: api.StreamPodSandboxStatsRequest,
-                                    context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                                    context: Context) -> AsyncIterator[Any]:
         for batch in chunked(await self._pod_stats(request.filter)):
             yield api.StreamPodSandboxStatsResponse(pod_sandbox_stats=batch)
 
@@ -174,7 +173,7 @@ class RuntimeServicer:
         return {"psi": reader.psi, "hugetlb": reader.hugetlb}
 
     async def ListMetricDescriptors(self, request: api.ListMetricDescriptorsRequest,
-                                    context: grpc.aio.ServicerContext) -> Any:
+                                    context: Context) -> Any:
         return api.ListMetricDescriptorsResponse(descriptors=metrics_convert.descriptors(**self._caps))
 
     async def _pod_metrics(self) -> list[bytes]:
@@ -182,36 +181,36 @@ class RuntimeServicer:
         return [metrics_convert.pod_metrics(r, **caps) for r in await self._containers.metric_readings()]
 
     async def ListPodSandboxMetrics(self, request: api.ListPodSandboxMetricsRequest,
-                                    context: grpc.aio.ServicerContext) -> Any:
+                                    context: Context) -> Any:
         return metrics_convert.list_response(await self._pod_metrics())  # serialized (cri/wire.py)
 
     async def StreamPodSandboxMetrics(self, request: api.StreamPodSandboxMetricsRequest,
-                                      context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                                      context: Context) -> AsyncIterator[Any]:
         for batch in chunked(await self._pod_metrics(), size=len):
             yield metrics_convert.list_response(batch)
 
     # ------------------------------------------------------------------------------------- containers
 
     async def CreateContainer(self, request: api.CreateContainerRequest,
-                              context: grpc.aio.ServicerContext) -> Any:
+                              context: Context) -> Any:
         validate.create_container(request)
         cid = await self._containers.create(request.pod_sandbox_id, request.config, request.sandbox_config)
         return api.CreateContainerResponse(container_id=cid)
 
     async def StartContainer(self, request: api.StartContainerRequest,
-                             context: grpc.aio.ServicerContext) -> Any:
+                             context: Context) -> Any:
         validate.container_id(request.container_id)
         await self._containers.start(request.container_id)
         return api.StartContainerResponse()
 
     async def StopContainer(self, request: api.StopContainerRequest,
-                            context: grpc.aio.ServicerContext) -> Any:
+                            context: Context) -> Any:
         validate.container_id(request.container_id)
         await self._containers.stop(request.container_id, float(request.timeout))
         return api.StopContainerResponse()
 
     async def RemoveContainer(self, request: api.RemoveContainerRequest,
-                              context: grpc.aio.ServicerContext) -> Any:
+                              context: Context) -> Any:
         validate.container_id(request.container_id)
         await self._containers.remove(request.container_id)
         return api.RemoveContainerResponse()
@@ -222,18 +221,18 @@ class RuntimeServicer:
             state=container_convert.state_filter(f.state if f.HasField("state") else None))
 
     async def ListContainers(self, request: api.ListContainersRequest,
-                             context: grpc.aio.ServicerContext) -> Any:
+                             context: Context) -> Any:
         f = request.filter
         complete = not (f.id or f.pod_sandbox_id or f.HasField("state") or f.label_selector)
         return container_convert.list_response(self._containers_of(f), complete=complete)
 
     async def StreamContainers(self, request: api.StreamContainersRequest,
-                               context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                               context: Context) -> AsyncIterator[Any]:
         for batch in chunked(container_convert.container(r) for r in self._containers_of(request.filter)):
             yield api.StreamContainersResponse(containers=batch)
 
     async def ContainerStatus(self, request: api.ContainerStatusRequest,
-                              context: grpc.aio.ServicerContext) -> Any:
+                              context: Context) -> Any:
         validate.container_id(request.container_id)
         rec = self._containers.get(request.container_id)
         if not request.verbose:  # kubelet's call, per container and relist: cached bytes (cri/wire.py)
@@ -243,19 +242,19 @@ class RuntimeServicer:
         return api.ContainerStatusResponse(status=container_convert.status(rec), info=info)
 
     async def UpdateContainerResources(self, request: api.UpdateContainerResourcesRequest,
-                                       context: grpc.aio.ServicerContext) -> Any:
+                                       context: Context) -> Any:
         validate.container_id(request.container_id)
         if request.HasField("linux"):
             await self._containers.update_resources(request.container_id, request.linux)
         return api.UpdateContainerResourcesResponse()
 
     async def ReopenContainerLog(self, request: api.ReopenContainerLogRequest,
-                                 context: grpc.aio.ServicerContext) -> Any:
+                                 context: Context) -> Any:
         validate.container_id(request.container_id)
         await self._containers.reopen_log(request.container_id)
         return api.ReopenContainerLogResponse()
 
-    async def ExecSync(self, request: api.ExecSyncRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def ExecSync(self, request: api.ExecSyncRequest, context: Context) -> Any:
         validate.exec_sync(request)
         result = await self._containers.exec_sync(request.container_id, list(request.cmd),
                                                   float(request.timeout))
@@ -268,7 +267,7 @@ class RuntimeServicer:
             raise Unavailable("the streaming server is not running in this daemon")
         return self._streams
 
-    async def Exec(self, request: api.ExecRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def Exec(self, request: api.ExecRequest, context: Context) -> Any:
         validate.exec_(request)
         rec = self._containers.running(request.container_id, "Exec")
         url = self._stream_server().url(ExecRequest(
@@ -276,7 +275,7 @@ class RuntimeServicer:
             stdout=request.stdout, stderr=request.stderr))
         return api.ExecResponse(url=url)
 
-    async def Attach(self, request: api.AttachRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def Attach(self, request: api.AttachRequest, context: Context) -> Any:
         validate.attach(request)
         rec = self._containers.running(request.container_id, "Attach")
         url = self._stream_server().url(AttachRequest(
@@ -284,14 +283,14 @@ class RuntimeServicer:
             stderr=request.stderr))
         return api.AttachResponse(url=url)
 
-    async def PortForward(self, request: api.PortForwardRequest, context: grpc.aio.ServicerContext) -> Any:
+    async def PortForward(self, request: api.PortForwardRequest, context: Context) -> Any:
         validate.port_forward(request)
         rec = self._pods.forwardable(request.pod_sandbox_id)
         url = self._stream_server().url(PortForwardRequest(sandbox_id=rec.id, ports=tuple(request.port)))
         return api.PortForwardResponse(url=url)
 
     async def ContainerStats(self, request: api.ContainerStatsRequest,
-                             context: grpc.aio.ServicerContext) -> Any:
+                             context: Context) -> Any:
         validate.container_id(request.container_id)
         (reading,) = await self._containers.stats([self._containers.get(request.container_id)])
         return api.ContainerStatsResponse(stats=stats_convert.container_stats(reading))
@@ -302,16 +301,16 @@ class RuntimeServicer:
         return [stats_convert.container_stats(r) for r in await self._containers.stats(recs)]
 
     async def ListContainerStats(self, request: api.ListContainerStatsRequest,
-                                 context: grpc.aio.ServicerContext) -> Any:
+                                 context: Context) -> Any:
         return api.ListContainerStatsResponse(stats=await self._container_stats(request.filter))
 
     async def StreamContainerStats(self, request: api.StreamContainerStatsRequest,
-                                   context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                                   context: Context) -> AsyncIterator[Any]:
         for batch in chunked(await self._container_stats(request.filter)):
             yield api.StreamContainerStatsResponse(container_stats=batch)
 
     async def GetContainerEvents(self, request: api.GetEventsRequest,
-                                 context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                                 context: Context) -> AsyncIterator[Any]:
         async for event in self._containers.deps.events.subscribe():
             yield container_convert.event(event)
 

@@ -8,27 +8,26 @@ from __future__ import annotations
 
 import errno
 
-import grpc
-
 from crib import errors
+from crib.cri.h2 import StatusCode
 
-CODES: dict[type[errors.CribError], grpc.StatusCode] = {
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+CODES: dict[type[errors.CribError], StatusCode] = {
+    errors.InvalidArgument: StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: StatusCode.NOT_FOUND,
+    errors.AlreadyExists: StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: StatusCode.FAILED_PRECONDITION,
+    errors.Unauthenticated: StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: StatusCode.PERMISSION_DENIED,
+    errors.ResourceExhausted: StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: StatusCode.DEADLINE_EXCEEDED,
+    errors.Unimplemented: StatusCode.UNIMPLEMENTED,
     # A program crib runs failed: the request was well-formed, the node could not carry it out.
-    errors.ExternalCommandError: grpc.StatusCode.UNKNOWN,
-    errors.ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ExternalCommandError: StatusCode.UNKNOWN,
+    errors.ConfigError: StatusCode.FAILED_PRECONDITION,
     # What a plugin said is passed on; like containerd, the code does not claim to know why it refused.
-    errors.PluginError: grpc.StatusCode.UNKNOWN,
-    errors.CribError: grpc.StatusCode.UNKNOWN,
+    errors.PluginError: StatusCode.UNKNOWN,
+    errors.CribError: StatusCode.UNKNOWN,
 }
 
 
@@ -46,12 +45,12 @@ def disk_full(exc: BaseException) -> bool:
     return False
 
 
-def code_for(exc: errors.CribError) -> grpc.StatusCode:
+def code_for(exc: errors.CribError) -> StatusCode:
     """The status code of an error: its own class's, else its nearest mapped ancestor's."""
     for cls in type(exc).__mro__:
         if cls in CODES and issubclass(cls, errors.CribError):
             return CODES[cls]
-    return grpc.StatusCode.UNKNOWN
+    return StatusCode.UNKNOWN
 
 
 __all__ = ["CODES", "DISK_FULL", "code_for", "disk_full"]
