@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -190,10 +191,17 @@ def test_update_container_resources(pod: Pod, busybox: str) -> None:
     config = container_config(busybox, command=["sleep", "1000"])
     config.linux.resources.cpu_shares = 512
     cid = pod.run(config)
+
+    def spec_shares() -> int:  # crictl inspect's view: the verbose reply is cached (container_convert.py)
+        info = pod.rt.ContainerStatus(api.ContainerStatusRequest(container_id=cid, verbose=True)).info
+        return int(json.loads(info["info"])["runtimeSpec"]["linux"]["resources"]["cpu"]["shares"])
+
+    assert spec_shares() == 512
     pod.rt.UpdateContainerResources(api.UpdateContainerResourcesRequest(
         container_id=cid, linux=api.LinuxContainerResources(cpu_shares=256, memory_limit_in_bytes=64 << 20)))
     cgroup = pod.status(cid).resources.linux
     assert (cgroup.cpu_shares, cgroup.memory_limit_in_bytes) == (256, 64 << 20)
+    assert spec_shares() == 256
     path = wait_for(lambda: next((line.split(":", 2)[2] for line in
                                   Path(f"/proc/{_pid(pod, cid)}/cgroup").read_text().splitlines()
                                   if ":memory:" in line), None))

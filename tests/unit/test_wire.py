@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +80,55 @@ def test_keep_only_forgets_removed_records() -> None:
     cache.get("b", b)
     cache.get("a", a)
     assert built == ["a", "b", "a"]
+
+
+def test_a_changed_version_is_built_anew_and_the_limit_bounds_the_cache() -> None:
+    built: list[tuple[str, int]] = []
+    version = {"a": 1}
+
+    def build(rec: ContainerRecord) -> api.Container:
+        built.append((rec.id, version["a"]))
+        return container_convert.container(rec)
+
+    cache: wire.Cache[ContainerRecord] = wire.Cache(build, limit=2)
+    a, b, c = _container("a"), _container("b"), _container("c")
+    cache.get("a", a, 1)
+    cache.get("a", a, 1)
+    version["a"] = 2
+    cache.get("a", a, 2)
+    cache.get("b", b)
+    cache.get("c", c)  # over the limit: everything is forgotten, then c kept
+    cache.get("a", a, 2)
+    assert built == [("a", 1), ("a", 2), ("b", 2), ("c", 2), ("a", 2)]
+
+
+def test_verbose_status_follows_the_record_and_its_config_json(tmp_path: Path) -> None:
+    def bundle(cid: str) -> Path:
+        return tmp_path / cid
+
+    (tmp_path / "v").mkdir()
+    config = tmp_path / "v" / "config.json"
+    config.write_text(json.dumps({"ociVersion": "1.0.2", "linux": {"resources": {"cpu": {"shares": 512}}}}))
+    statuses = container_convert.VerboseStatuses(bundle)
+    rec = _container("v", pid=42)
+
+    def spec(data: bytes) -> dict[str, object]:
+        reply = api.ContainerStatusResponse.FromString(data)
+        assert reply.status == container_convert.status(rec_now)
+        info: dict[str, object] = json.loads(reply.info["info"])
+        assert info["pid"] == rec_now.pid
+        return info.get("runtimeSpec", {})  # type: ignore[return-value]
+
+    rec_now = rec
+    first = statuses.reply(rec)
+    assert statuses.reply(rec) is first  # nothing changed: the same bytes
+    assert spec(first)["linux"] == {"resources": {"cpu": {"shares": 512}}}
+    replacement = tmp_path / "v" / "config.json.tmp"  # replaced whole, as system/atomic.py does
+    replacement.write_text(json.dumps({"ociVersion": "1.0.2",
+                                       "linux": {"resources": {"cpu": {"shares": 256}}}}))
+    replacement.rename(config)
+    assert spec(statuses.reply(rec))["linux"] == {"resources": {"cpu": {"shares": 256}}}
+    rec_now = dataclasses.replace(rec, pid=43)
+    assert spec(statuses.reply(rec_now))["linux"] == {"resources": {"cpu": {"shares": 256}}}
+    config.unlink()
+    assert spec(statuses.reply(rec_now)) == {}  # a bundle without config.json: the rest of the info

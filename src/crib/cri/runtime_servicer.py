@@ -46,6 +46,7 @@ class RuntimeServicer:
         self._pods = sandboxes
         self._containers = containers
         self._network: NetworkAdmin = network or NoNetwork()
+        self._verbose = container_convert.VerboseStatuses(containers.deps.layout.bundle)
 
     async def Version(self, request: api.VersionRequest, context: Context) -> Any:
         return api.VersionResponse(
@@ -237,9 +238,7 @@ class RuntimeServicer:
         rec = self._containers.get(request.container_id)
         if not request.verbose:  # kubelet's call, per container and relist: cached bytes (cri/wire.py)
             return container_convert.status_response(rec)
-        info = container_convert.verbose_info(rec, self._containers.deps.layout.bundle(rec.id)) \
-            if request.verbose else {}
-        return api.ContainerStatusResponse(status=container_convert.status(rec), info=info)
+        return self._verbose.reply(rec)  # crictl inspect, critest's benchmark
 
     async def UpdateContainerResources(self, request: api.UpdateContainerResourcesRequest,
                                        context: Context) -> Any:

@@ -61,20 +61,22 @@ def repeated(number: int, items: Iterable[bytes]) -> bytes:
 
 
 class Cache(Generic[R]):
-    """key -> (record, its serialized message); a hit needs the very same record object."""
+    """key -> (record, version, its serialized message); a hit needs the very same record object and an
+    equal version (what else the message was built from, e.g. a file's identity; None when nothing)."""
 
-    def __init__(self, build: Callable[[R], Any]) -> None:
+    def __init__(self, build: Callable[[R], Any], *, limit: int = _LIMIT) -> None:
         self._build = build
-        self._items: dict[Hashable, tuple[R, bytes]] = {}
+        self._limit = limit
+        self._items: dict[Hashable, tuple[R, Hashable, bytes]] = {}
 
-    def get(self, key: Hashable, rec: R) -> bytes:
+    def get(self, key: Hashable, rec: R, version: Hashable = None) -> bytes:
         hit = self._items.get(key)
-        if hit is not None and hit[0] is rec:
-            return hit[1]
+        if hit is not None and hit[0] is rec and hit[1] == version:
+            return hit[2]
         data: bytes = self._build(rec).SerializeToString()
-        if len(self._items) >= _LIMIT:
+        if len(self._items) >= self._limit:
             self._items.clear()
-        self._items[key] = (rec, data)
+        self._items[key] = (rec, version, data)
         return data
 
     def keep_only(self, keys: Iterable[Hashable]) -> None:
