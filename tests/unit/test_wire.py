@@ -130,5 +130,7 @@ def test_verbose_status_follows_the_record_and_its_config_json(tmp_path: Path) -
     assert spec(statuses.reply(rec))["linux"] == {"resources": {"cpu": {"shares": 256}}}
     rec_now = dataclasses.replace(rec, pid=43)
     assert spec(statuses.reply(rec_now))["linux"] == {"resources": {"cpu": {"shares": 256}}}
+    config.write_text('{"ociVersion": "1.0.2", "linux": ')  # not one object: left out, the info still JSON
+    assert spec(statuses.reply(rec_now)) == {}
     config.unlink()
     assert spec(statuses.reply(rec_now)) == {}  # a bundle without config.json: the rest of the info
