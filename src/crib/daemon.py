@@ -19,7 +19,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crib import __version__, log
+from crib import __version__, log, proc
 from crib.config import Config
 from crib.cri.image_servicer import EXT_SERVICE, ImageExtServicer, ImageServicer, ext_handlers
 from crib.cri.runtime_servicer import RuntimeServicer
@@ -97,6 +97,7 @@ def prepare_socket(path: str) -> None:
 
 async def serve(cfg: Config) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
+    proc.watch_children_with_pidfds()
     root, runroot = Path(cfg.root), Path(cfg.runroot)
     for d in (root, runroot):
         d.mkdir(parents=True, exist_ok=True, mode=0o700)

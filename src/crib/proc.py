@@ -12,12 +12,29 @@ import contextlib
 import fcntl
 import os
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from crib.errors import DeadlineExceeded, ExternalCommandError
 
 STDERR_TAIL = 4096
+
+
+def watch_children_with_pidfds() -> None:
+    """Learn of children's exits from pidfds on the running loop instead of a thread per child.
+
+    Python 3.11's default watcher starts a thread per child that blocks in waitpid and wakes the loop
+    across threads when it returns; a pod start runs about ten programs (runc, conmon, the CNI plugins),
+    each paying a thread start and a cross-thread wake-up. A pidfd becomes readable on the loop itself
+    (Linux 5.3+; pidwatch.py relies on them already). Python 3.12 made this the default and deprecated
+    choosing, so there it is left alone. Call once, from the daemon's running loop.
+    """
+    if sys.version_info >= (3, 12):
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -380,4 +397,4 @@ def resident_stderr(helper: subprocess.Popen[bytes]) -> str:
 
 
 __all__ = ["Attached", "Child", "Result", "describe_failure", "pipe", "resident_stderr", "run", "run_sync",
-           "spawn_resident", "start", "start_attached", "stop_resident", "tail"]
+           "spawn_resident", "start", "start_attached", "stop_resident", "tail", "watch_children_with_pidfds"]
