@@ -8,12 +8,13 @@ suite, which talk to the real daemon.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
 import struct
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -24,6 +25,7 @@ from crib.cri import h2
 from crib.cri.h2server import Context, Method, Server, StatusCode
 
 SERVICE = "test.v1.Echo"
+_VAR: contextvars.ContextVar[bytes] = contextvars.ContextVar("_VAR", default=b"unset")
 
 
 def _ident(data: bytes) -> bytes:
@@ -62,6 +64,15 @@ class Handlers:
             raise
         return b"released"
 
+    async def where(self, request: bytes, context: Context) -> bytes:
+        """Which Task ran the first step (none, when started eagerly), then which finished the call."""
+        first = asyncio.current_task()
+        _VAR.set(request)
+        if request:
+            await asyncio.sleep(0.01)
+        last = asyncio.current_task()
+        return b"%s %s %s" % (b"task" if first else b"none", b"task" if last else b"none", _VAR.get())
+
     async def count(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         for i in range(int(request)):
             yield b"%08d" % i + b"." * 4000
@@ -91,6 +102,9 @@ class Running:
         methods = {name: Method(handler=fn, deserialize=_ident, serialize=_ident)
                    for name, fn in (("Echo", h.echo), ("Big", h.big), ("Fail", h.fail), ("Boom", h.boom),
                                     ("Hang", h.hang))}
+        methods |= {name: Method(handler=fn, deserialize=_ident, serialize=_ident, eager=True)
+                    for name, fn in (("EagerWhere", h.where), ("EagerHang", h.hang), ("EagerFail", h.fail))}
+        methods["Where"] = Method(handler=h.where, deserialize=_ident, serialize=_ident)
         methods |= {name: Method(handler=fn, deserialize=_ident, serialize=_ident, streaming=True)
                     for name, fn in (("Count", h.count), ("Forever", h.forever))}
         self.server.add_service(SERVICE, methods)
@@ -194,6 +208,42 @@ def test_the_deadline_cancels_the_handler(running: Running, channel: grpc.Channe
             break
         threading.Event().wait(0.05)
     assert running.handlers.cancelled == ["hang"]
+
+
+def test_an_eager_call_runs_its_first_step_at_once_and_a_task_finishes_it(channel: grpc.Channel) -> None:
+    assert unary(channel, "Where")(b"", timeout=5) == b"task task "
+    assert unary(channel, "EagerWhere")(b"", timeout=5) == b"none none "  # answered without a Task
+    # It waited: a Task carried on, in the context the first step set.
+    assert unary(channel, "EagerWhere")(b"wait", timeout=5) == b"none task wait"
+    assert _VAR.get() == b"unset"
+    with pytest.raises(grpc.RpcError) as info:
+        unary(channel, "EagerFail")(b"gone", timeout=5)
+    assert (info.value.code(), info.value.details()) == (grpc.StatusCode.NOT_FOUND, "gone")
+
+
+def test_an_eager_call_that_waits_is_cancelled_at_its_deadline_and_finishes_at_stop(
+        running: Running, channel: grpc.Channel) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        unary(channel, "EagerHang")(b"", timeout=0.5)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(50):
+        if running.handlers.cancelled:
+            break
+        threading.Event().wait(0.05)
+    assert running.handlers.cancelled == ["hang"]
+    running.handlers.started.clear()
+    future = unary(channel, "EagerHang").future(b"", timeout=30)
+    assert running.handlers.started.wait(5)
+
+    async def stop_then_release() -> None:
+        stopping = asyncio.ensure_future(running.server.stop(grace=10))
+        await asyncio.sleep(0.2)
+        assert not stopping.done()  # the eager call's Task is waited for like any other
+        running.handlers.release.set()
+        await stopping
+
+    running.call(stop_then_release)
+    assert future.result(timeout=5) == b"released"
 
 
 def test_a_cancelled_stream_cancels_the_handler(running: Running, channel: grpc.Channel) -> None:
@@ -302,7 +352,7 @@ def test_ping_and_a_compressed_request(running: Running) -> None:
     assert (h2.PING, h2.ACK, 0, b"12345678") in out
     assert (h2.SETTINGS, h2.ACK, 0, b"") in out
     blocks = [f[3] for f in out if f[0] == h2.HEADERS and f[2] == 1]
-    fields = dict(hpack.Decoder().decode(blocks[-1], raw=False))
+    fields: dict[str, str] = dict(cast(Any, hpack.Decoder().decode(blocks[-1], raw=False)))
     assert fields["grpc-status"] == str(int(StatusCode.UNIMPLEMENTED))
     assert "compressed" in fields["grpc-message"]
 

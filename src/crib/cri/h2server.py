@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import struct
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -108,6 +109,11 @@ class Method:
     deserialize: Callable[[bytes], Any]
     serialize: Callable[[Any], bytes]
     streaming: bool = False
+    # Run the handler's first step at once, from the frame that completed the request, instead of in a
+    # new Task on the next turn of the loop. Only for unary handlers that answer from memory (the polled
+    # status and list calls): a first step runs outside any Task, where asyncio.timeout() and
+    # current_task() do not work; a handler that does wait is finished by a Task all the same.
+    eager: bool = False
 
 
 class _ConnectionError(Exception):
@@ -445,13 +451,23 @@ class _Connection(asyncio.Protocol):
             self._refuse(st, StatusCode.INVALID_ARGUMENT, f"the request does not decode: {exc}")
             return
         ctx = Context(st.metadata, st.deadline)
-        run = self._stream_call if method.streaming else self._unary_call
-        st.task = task = asyncio.get_running_loop().create_task(run(st, method, request, ctx))
+        loop = asyncio.get_running_loop()
+        if method.eager and not method.streaming:
+            call = self._unary_call(st, method, request, ctx)
+            context = contextvars.copy_context()
+            try:
+                waiting = context.run(call.send, None)
+            except StopIteration:
+                return  # answered: no Task, no turn of the loop in between
+            task = loop.create_task(_finish(call, waiting), context=context)
+        else:
+            run = self._stream_call if method.streaming else self._unary_call
+            task = loop.create_task(run(st, method, request, ctx))
+        st.task = task
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
         if st.deadline is not None:
-            st.timer = asyncio.get_running_loop().call_later(max(0.0, st.deadline - time.monotonic()),
-                                                             self._expire, st)
+            st.timer = loop.call_later(max(0.0, st.deadline - time.monotonic()), self._expire, st)
 
     def _expire(self, st: _Stream) -> None:
         st.timer = None
@@ -595,6 +611,37 @@ class _Connection(asyncio.Protocol):
         self._close_stream(st)
         if st.task is not None and not st.task.done():
             st.task.cancel()
+
+
+class _Resume:
+    """Awaitable that carries on a coroutine whose first step already ran and is waiting on `waiting`:
+    every value and exception the Task sends goes to the coroutine, and what it yields goes to the Task."""
+
+    __slots__ = ("call", "waiting")
+
+    def __init__(self, call: Coroutine[Any, Any, None], waiting: Any) -> None:
+        self.call = call
+        self.waiting = waiting
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        call, waiting = self.call, self.waiting
+        while True:
+            try:
+                sent = yield waiting
+            except BaseException as exc:  # cancellation included: the coroutine decides what it means
+                try:
+                    waiting = call.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting = call.send(sent)
+                except StopIteration:
+                    return
+
+
+async def _finish(call: Coroutine[Any, Any, None], waiting: Any) -> None:
+    await _Resume(call, waiting)
 
 
 def _unpad(flags: int, payload: bytes) -> bytes:

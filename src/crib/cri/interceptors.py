@@ -207,7 +207,8 @@ def instrument(method: str, handler: Method) -> Method:
     """
     wrap = _wrap_stream if handler.streaming else _wrap_unary
     return Method(handler=wrap(method, handler.handler), deserialize=_tolerant(handler.deserialize),
-                  serialize=_passing_bytes(handler.serialize), streaming=handler.streaming)
+                  serialize=_passing_bytes(handler.serialize), streaming=handler.streaming,
+                  eager=handler.eager)
 
 
 def instrumented_handlers(handlers: dict[str, Method]) -> dict[str, Method]:

@@ -49,6 +49,13 @@ def implemented_rpcs(servicer_cls: type) -> set[str]:
             if callable(value) and not getattr(value, "__crib_unimplemented__", False)}
 
 
+# The calls kubelet polls, answered from memory: started from the frame that completed the request
+# (h2server.Method.eager). Their handlers must not use asyncio.timeout() or current_task() before their
+# first await; test_h2server's eager tests and the integration suite hold them to that.
+EAGER = frozenset({"Version", "PodSandboxStatus", "ContainerStatus", "ListPodSandbox", "ListContainers",
+                   "ImageStatus", "ListImages"})
+
+
 def _methods(servicer: Any, service_name: str) -> dict[str, Method]:
     """servicer's methods for one CRI service, with their codecs, built from the service's descriptor
     (what generated grpc code would register, without importing grpc)."""
@@ -60,7 +67,8 @@ def _methods(servicer: Any, service_name: str) -> dict[str, Method]:
         if method.client_streaming:  # CRI has none; a new one must be wired here on purpose
             raise RuntimeError(f"{service_name}.{method.name} is client-streaming; crib does not serve that")
         methods[method.name] = Method(handler=getattr(servicer, method.name), deserialize=request.FromString,
-                                      serialize=response.SerializeToString, streaming=method.server_streaming)
+                                      serialize=response.SerializeToString, streaming=method.server_streaming,
+                                      eager=method.name in EAGER)
     return methods
 
 
