@@ -20,10 +20,12 @@ import asyncio
 import functools
 import json
 import ssl
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from crib import lazy, log
@@ -33,9 +35,30 @@ from crib.images.manifest import ACCEPT
 from crib.images.registries_conf import Endpoint, is_loopback
 from crib.metrics import ops
 
+
+def _httpx_without_its_command_line() -> None:
+    """Keep httpx from importing its own command-line tool (rich and pygments, ~4.5 MiB of RSS).
+
+    httpx's __init__ imports httpx._main, the `httpx` console script, whenever rich and pygments are
+    installed, and they are (crib's CLI draws with rich). A daemon never runs that tool, and a module
+    stays for the life of the process: it was a third of what the first pull added to the daemon's idle
+    memory (bench/README.md, issue 13). A stand-in registered before httpx loads satisfies the import.
+    """
+    if "httpx._main" in sys.modules:
+        return
+    stand_in = ModuleType("httpx._main", "httpx's command line, not loaded in crib")
+
+    def main() -> None:
+        raise SystemExit("httpx's command line is not available inside crib")
+
+    stand_in.main = main  # type: ignore[attr-defined]
+    sys.modules["httpx._main"] = stand_in
+
+
 if TYPE_CHECKING:
     import httpx
 else:
+    _httpx_without_its_command_line()
     httpx = lazy.module("httpx")  # loaded by the first pull: a daemon that never pulls never pays for it
 
 _log = log.get(__name__)
